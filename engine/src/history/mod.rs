@@ -1,0 +1,114 @@
+//! Durable history: the [`HistoryStore`] trait (with its contract), its backends, the
+//! group-commit [`writer`], and a [`conformance`] suite every backend must pass.
+
+pub mod conformance;
+pub mod embedded;
+pub mod writer;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::MessageId;
+use crate::protocol::ChatMessage;
+
+/// A storage failure. Never shown to clients beyond `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn backend(e: impl std::fmt::Display) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+/// A moderation (or, later, administrative) action, kept in the durable audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Time-ordered, unique id (same scheme as message ids).
+    pub id: u64,
+    pub at_ms: u64,
+    /// `masked`, `rejected`, ...
+    pub action: String,
+    pub user_id: String,
+    pub room_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message_id: Option<MessageId>,
+    /// Human-readable detail (e.g. how many blocked words matched). Never the content.
+    pub detail: String,
+}
+
+/// Everything one group commit writes, atomically.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub messages: Vec<ChatMessage>,
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The fate of one message of a [`WriteBatch`], in batch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Stored,
+    /// A message from the same user in the same room with the same `clientMsgId` was
+    /// already stored under this id; nothing was written for this one.
+    Duplicate(MessageId),
+}
+
+/// Which page of a room's history to read. Bounds are exclusive message ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Only ids strictly below this.
+    pub before: Option<MessageId>,
+    /// Only ids strictly above this.
+    pub after: Option<MessageId>,
+    pub limit: usize,
+}
+
+/// Durable message history, one implementation per backend.
+///
+/// Contract (checked by [`conformance::run`]):
+/// - `append` is atomic and durable: when it returns `Ok`, every message and audit entry
+///   of the batch survives a crash (process kill or power loss per the backend's fsync
+///   semantics); when it returns `Err`, none of the batch is visible.
+/// - Within a batch and across batches, a message whose `(room, user, clientMsgId)` was
+///   already stored is not stored again: its outcome is `Duplicate(original id)`.
+/// - Message ids are unique per room; appending an id that exists overwrites nothing
+///   (the outcome is `Duplicate(id)`).
+/// - `page` returns messages in ascending id order. With `before` set (alone or with
+///   `after`) it returns the *newest* `limit` messages in the range; with only `after`
+///   it returns the *oldest* `limit` messages after it; with neither, the newest `limit`.
+///   Tombstoned messages are included (with `deleted = true` and empty content) so that
+///   pages stay contiguous.
+/// - `tombstone` is idempotent and keeps the id, room, sender and time.
+/// - Reads see every batch whose `append` has returned.
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// A short backend name for logs and metrics (`embedded`, `scylla`).
+    fn backend(&self) -> &'static str;
+
+    async fn append(&self, batch: WriteBatch) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    async fn page(&self, room_id: &str, query: PageQuery) -> Result<Vec<ChatMessage>, StoreError>;
+
+    async fn get(&self, room_id: &str, id: MessageId) -> Result<Option<ChatMessage>, StoreError>;
+
+    /// Removes the content of a message, keeping its place. `Ok(false)` if there is no
+    /// such message.
+    async fn tombstone(&self, room_id: &str, id: MessageId) -> Result<bool, StoreError>;
+
+    /// The id under which `(room, user, clientMsgId)` was stored, if it was.
+    async fn find_client_msg(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageId>, StoreError>;
+
+    /// Audit entries with id above `after`, oldest first, at most `limit`.
+    async fn audit_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}

@@ -1,0 +1,273 @@
+//! The history writer: one task that group-commits messages and audit entries to the
+//! [`HistoryStore`] and only then acknowledges senders.
+//!
+//! Shards hand it messages through a bounded flume queue with `try_send` (a full queue
+//! makes the publish fail with `overloaded` before any fan-out, so a shard never waits).
+//! The task takes whatever is queued (up to `max_batch`) as one batch: while a commit's
+//! fsync runs, the next batch accumulates, so throughput grows with load and latency
+//! stays one commit at low load. Acks are sent in queue order after their batch is
+//! durable. A [`HistoryWriter::barrier`] resolves once everything queued before it is
+//! durable (used by recovery and shutdown).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::{AppendOutcome, AuditEntry, HistoryStore, WriteBatch};
+use crate::error::{ClientError, ErrorCode};
+use crate::ids::MessageId;
+use crate::metrics as m;
+use crate::outbox::Outbox;
+use crate::protocol::{self, ChatMessage};
+
+/// A message that is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub message: ChatMessage,
+    /// The same `clientMsgId` had been stored before; `message.message_id` is the
+    /// original id.
+    pub duplicate: bool,
+}
+
+/// Where the acknowledgement of a publish goes.
+#[derive(Debug)]
+pub enum AckTo {
+    /// Nobody waits (system messages).
+    Nobody,
+    /// An `ack` (or `error`) frame into the sender's outbox.
+    Outbox(Arc<Outbox>),
+    /// A reply channel (REST publishes wait for it).
+    Reply(oneshot::Sender<Result<Acked, ClientError>>),
+}
+
+impl AckTo {
+    pub(crate) fn send(self, result: Result<Acked, ClientError>) {
+        match self {
+            AckTo::Nobody => {}
+            AckTo::Outbox(outbox) => {
+                let frame = match &result {
+                    Ok(a) => protocol::encode_ack(&a.message, a.duplicate),
+                    Err(e) => protocol::encode_error(e),
+                };
+                outbox.push(frame, Instant::now());
+            }
+            AckTo::Reply(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+pub(crate) enum WriteOp {
+    Message { msg: ChatMessage, ack: AckTo },
+    /// Acknowledge a message already queued or stored (a deduplicated resend). Sent
+    /// through the queue so that it is answered after the original's commit.
+    AckExisting { msg: ChatMessage, ack: AckTo },
+    Audit(AuditEntry),
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Ids whose write failed for good, so a resend of them is treated as new. Bounded.
+#[derive(Debug, Default)]
+pub(crate) struct FailedWrites {
+    inner: Mutex<(HashSet<MessageId>, VecDeque<MessageId>)>,
+}
+
+const FAILED_KEEP: usize = 10_000;
+
+impl FailedWrites {
+    fn insert(&self, id: MessageId) {
+        let mut g = self.inner.lock();
+        if g.0.insert(id) {
+            g.1.push_back(id);
+            if g.1.len() > FAILED_KEEP {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, id: MessageId) -> bool {
+        self.inner.lock().0.contains(&id)
+    }
+}
+
+/// A handle to the writer task. Cloned into every shard.
+#[derive(Clone)]
+pub struct HistoryWriter {
+    tx: flume::Sender<WriteOp>,
+    pub(crate) failed: Arc<FailedWrites>,
+}
+
+impl std::fmt::Debug for HistoryWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryWriter").field("queued", &self.tx.len()).finish()
+    }
+}
+
+impl HistoryWriter {
+    /// Starts the writer task. `capacity` bounds the queue (ops), `max_batch` one commit.
+    pub fn spawn(
+        store: Arc<dyn HistoryStore>,
+        capacity: usize,
+        max_batch: usize,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = flume::bounded(capacity);
+        let failed = Arc::new(FailedWrites::default());
+        let task = tokio::spawn(run(rx, store, max_batch.max(1), failed.clone()));
+        (Self { tx, failed }, task)
+    }
+
+    /// Queues without waiting; `Err` gives the op back when the queue is full.
+    pub(crate) fn try_send(&self, op: WriteOp) -> Result<(), WriteOp> {
+        self.tx.try_send(op).map_err(|e| e.into_inner())
+    }
+
+    /// Queues an audit entry, waiting for room if the queue is full.
+    pub async fn audit(&self, entry: AuditEntry) {
+        let _ = self.tx.send_async(WriteOp::Audit(entry)).await;
+    }
+
+    /// Resolves when everything queued before this call is durable (or failed for good).
+    pub async fn barrier(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send_async(WriteOp::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Ops waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+async fn run(rx: flume::Receiver<WriteOp>, store: Arc<dyn HistoryStore>, max_batch: usize, failed: Arc<FailedWrites>) {
+    let mut ops = Vec::with_capacity(max_batch.min(4096));
+    while let Ok(first) = rx.recv_async().await {
+        ops.push(first);
+        while ops.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        commit(&*store, &mut ops, &failed).await;
+    }
+    tracing::debug!("history writer stopped");
+}
+
+/// Retry delays after a failed commit; the batch is abandoned after the last.
+const RETRIES: [Duration; 3] = [Duration::from_millis(50), Duration::from_millis(250), Duration::from_secs(1)];
+
+async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &FailedWrites) {
+    let mut batch = WriteBatch::default();
+    for op in ops.iter() {
+        match op {
+            WriteOp::Message { msg, .. } => batch.messages.push(msg.clone()),
+            WriteOp::Audit(a) => batch.audit.push(a.clone()),
+            WriteOp::AckExisting { .. } | WriteOp::Barrier(_) => {}
+        }
+    }
+    let outcome = if batch.messages.is_empty() && batch.audit.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            match store.append(batch.clone()).await {
+                Ok(out) => break Ok(out),
+                Err(e) => {
+                    metrics::counter!(m::STORE_ERRORS).increment(1);
+                    tracing::warn!(error = %e, attempt, backend = store.backend(), "history commit failed");
+                    match RETRIES.get(attempt) {
+                        Some(delay) => tokio::time::sleep(*delay).await,
+                        None => break Err(e),
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        metrics::histogram!(m::STORE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::STORE_BATCH_SIZE).record((batch.messages.len() + batch.audit.len()) as f64);
+        result
+    };
+
+    let mut outcomes = match &outcome {
+        Ok(out) => out.iter().copied(),
+        Err(_) => [].iter().copied(),
+    };
+    let stored_ok = outcome.is_ok();
+    for op in ops.drain(..) {
+        match op {
+            WriteOp::Message { msg, ack } => {
+                let result = match (stored_ok, outcomes.next()) {
+                    (true, Some(AppendOutcome::Stored)) => {
+                        metrics::counter!(m::MESSAGES_STORED).increment(1);
+                        Ok(Acked { message: msg, duplicate: false })
+                    }
+                    (true, Some(AppendOutcome::Duplicate(original))) => {
+                        let mut message = msg;
+                        message.message_id = original;
+                        Ok(Acked { message, duplicate: true })
+                    }
+                    _ => {
+                        failed.insert(msg.message_id);
+                        Err(ClientError::new(ErrorCode::StoreUnavailable, "the message could not be stored; retry with the same clientMsgId")
+                            .in_room(&msg.room_id)
+                            .for_client_msg(msg.client_msg_id.as_deref()))
+                    }
+                };
+                ack.send(result);
+            }
+            WriteOp::AckExisting { msg, ack } => {
+                let result = if failed.contains(msg.message_id) {
+                    Err(ClientError::new(ErrorCode::StoreUnavailable, "the message could not be stored; retry with the same clientMsgId")
+                        .in_room(&msg.room_id)
+                        .for_client_msg(msg.client_msg_id.as_deref()))
+                } else {
+                    Ok(Acked { message: msg, duplicate: true })
+                };
+                ack.send(result);
+            }
+            WriteOp::Audit(_) => {}
+            WriteOp::Barrier(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::conformance::message;
+    use crate::history::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn acks_come_after_commit_and_duplicates_keep_the_original_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        let (writer, _task) = HistoryWriter::spawn(store.clone(), 1024, 64);
+        let mut replies = Vec::new();
+        for (id, cid) in [(1, "a"), (2, "b"), (3, "a")] {
+            let (tx, rx) = oneshot::channel();
+            let op = WriteOp::Message { msg: message("r", id, "u", Some(cid)), ack: AckTo::Reply(tx) };
+            assert!(writer.try_send(op).is_ok());
+            replies.push(rx);
+        }
+        let mut got = Vec::new();
+        for rx in replies {
+            let acked = rx.await.expect("reply").expect("stored");
+            // durable before the ack: the store already has it
+            assert!(store.get("r", acked.message.message_id).await.expect("get").is_some());
+            got.push((acked.message.message_id, acked.duplicate));
+        }
+        assert_eq!(got, vec![(1, false), (2, false), (1, true)]);
+        writer.barrier().await;
+    }
+}

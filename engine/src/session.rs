@@ -1,0 +1,263 @@
+//! A [`Session`]: one connection's view of the engine. The server's reader task owns it
+//! and feeds it decoded text frames; it validates, authorises (membership), rate-limits
+//! and moderates on the reader's task, then hands commands to the owning shards. Errors
+//! go back to the same connection as `error` frames; the connection stays open.
+//!
+//! Dropping a session leaves its rooms (members see `presence` offline) and releases
+//! its connection slot.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use governor::DefaultDirectRateLimiter;
+
+use crate::engine::Engine;
+use crate::error::{ClientError, ErrorCode};
+use crate::history::AuditEntry;
+use crate::history::writer::{AckTo, Acked};
+use crate::ids::MessageId;
+use crate::metrics as m;
+use crate::moderation::Verdict;
+use crate::outbox::Outbox;
+use crate::protocol::{self, ChatMessage, ClientFrame};
+use crate::shard::{ConnId, Publish, ShardCmd, UserInfo};
+
+/// One connection's state. Not `Clone`: exactly one per connection.
+pub struct Session {
+    engine: Engine,
+    id: ConnId,
+    user: Arc<UserInfo>,
+    outbox: Arc<Outbox>,
+    rooms: HashSet<String>,
+    /// The room `message`/`typing` frames without `roomId` go to: the first joined.
+    default_room: Option<String>,
+    typing: DefaultDirectRateLimiter,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).field("user", &self.user.user_id).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(engine: Engine, id: ConnId, user: Arc<UserInfo>, outbox: Arc<Outbox>) -> Self {
+        let typing = engine.limits().typing_limiter();
+        Self { engine, id, user, outbox, rooms: HashSet::new(), default_room: None, typing }
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub fn user(&self) -> &UserInfo {
+        &self.user
+    }
+
+    /// The outbox the connection's writer task drains.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    pub fn rooms(&self) -> &HashSet<String> {
+        &self.rooms
+    }
+
+    /// Sends an `error` frame to this connection and counts it.
+    pub fn send_error(&self, e: &ClientError) {
+        metrics::counter!(m::CLIENT_ERRORS, "code" => e.code.as_str()).increment(1);
+        self.outbox.push(protocol::encode_error(e), Instant::now());
+    }
+
+    /// Handles one text frame. Every failure becomes an error frame.
+    pub async fn handle_text(&mut self, text: &str, received_at: Instant) {
+        let result = match protocol::parse_client_frame(text) {
+            Err(e) => Err(e),
+            Ok(ClientFrame::Message { room_id, content, client_msg_id }) => {
+                self.publish(room_id, content, client_msg_id, received_at).await
+            }
+            Ok(ClientFrame::JoinRoom { room_id, since }) => self.join(&room_id, since).await,
+            Ok(ClientFrame::LeaveRoom { room_id }) => self.leave(&room_id).await,
+            Ok(ClientFrame::Typing { room_id, is_typing }) => self.typing(room_id, is_typing).await,
+            Ok(ClientFrame::Ping) => {
+                self.outbox.push(protocol::encode_pong(), Instant::now());
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.send_error(&e);
+        }
+    }
+
+    fn shutting_down() -> ClientError {
+        ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down")
+    }
+
+    /// Joins `room_id`; with `since`, replays what was missed after that id first.
+    pub async fn join(&mut self, room_id: &str, since: Option<MessageId>) -> Result<(), ClientError> {
+        protocol::validate_room_id(room_id)?;
+        let max = self.engine.config().max_rooms_per_connection;
+        if !self.rooms.contains(room_id) && self.rooms.len() >= max {
+            return Err(ClientError::new(ErrorCode::TooManyRooms, format!("a connection may join at most {max} rooms")).in_room(room_id));
+        }
+        let cmd = ShardCmd::Join {
+            room_id: room_id.to_owned(),
+            conn: self.id,
+            user: self.user.clone(),
+            outbox: self.outbox.clone(),
+            since,
+        };
+        self.engine.shard(room_id).send_async(cmd).await.map_err(|_| Self::shutting_down())?;
+        if self.rooms.insert(room_id.to_owned()) && self.default_room.is_none() {
+            self.default_room = Some(room_id.to_owned());
+        }
+        Ok(())
+    }
+
+    pub async fn leave(&mut self, room_id: &str) -> Result<(), ClientError> {
+        if !self.rooms.remove(room_id) {
+            return Err(ClientError::new(ErrorCode::NotMember, "not in that room").in_room(room_id));
+        }
+        if self.default_room.as_deref() == Some(room_id) {
+            self.default_room = self.rooms.iter().next().cloned();
+        }
+        let cmd = ShardCmd::Leave { room_id: room_id.to_owned(), conn: self.id, notify: true };
+        self.engine.shard(room_id).send_async(cmd).await.map_err(|_| Self::shutting_down())
+    }
+
+    fn target_room(&self, room_id: Option<String>) -> Result<String, ClientError> {
+        let room = match room_id {
+            Some(r) => r,
+            None => self
+                .default_room
+                .clone()
+                .ok_or_else(|| ClientError::new(ErrorCode::InvalidField, "missing field `roomId`"))?,
+        };
+        if !self.rooms.contains(&room) {
+            protocol::validate_room_id(&room)?;
+            return Err(ClientError::new(ErrorCode::NotMember, "join the room before sending to it").in_room(&room));
+        }
+        Ok(room)
+    }
+
+    async fn publish(
+        &mut self,
+        room_id: Option<String>,
+        content: String,
+        client_msg_id: Option<String>,
+        received_at: Instant,
+    ) -> Result<(), ClientError> {
+        let cid = client_msg_id.as_deref();
+        let room_id = self.target_room(room_id).map_err(|e| e.for_client_msg(cid))?;
+        if let Some(cid) = cid {
+            protocol::validate_client_msg_id(cid).map_err(|e| e.in_room(&room_id))?;
+        }
+        let with_ctx = |e: ClientError| e.in_room(&room_id).for_client_msg(cid);
+        if let Err(wait_ms) = self.engine.limits().check_message(&self.user.user_id) {
+            metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
+            tracing::debug!(user_id = %self.user.user_id, wait_ms, "message rate limit exceeded");
+            return Err(with_ctx(
+                ClientError::new(ErrorCode::RateLimited, "too many messages; slow down").retry_after(wait_ms),
+            ));
+        }
+        let (content, audit) = match self.engine.inner.moderator.check(&content) {
+            Ok(Verdict::Pass(_)) => (content, None),
+            Ok(Verdict::Masked { content, words }) => {
+                metrics::counter!(m::MODERATION_ACTIONS, "action" => "masked").increment(1);
+                (content, Some(("masked", format!("{words} blocked word(s) masked"))))
+            }
+            Err(e) => {
+                if e.code == ErrorCode::MessageBlocked {
+                    metrics::counter!(m::MODERATION_ACTIONS, "action" => "rejected").increment(1);
+                    self.audit_rejection(&room_id).await;
+                }
+                return Err(with_ctx(e));
+            }
+        };
+        // A resend whose original is already durable (say, from before a restart) is
+        // answered from the store without being delivered again.
+        if let Some(cid) = cid {
+            match self.engine.find_client_msg(&room_id, &self.user.user_id, cid).await {
+                Ok(Some(original)) => {
+                    metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
+                    let msg = ChatMessage {
+                        message_id: original,
+                        room_id: room_id.clone(),
+                        user_id: self.user.user_id.clone(),
+                        username: self.user.username.clone(),
+                        content: String::new(),
+                        client_msg_id: Some(cid.to_owned()),
+                        deleted: false,
+                    };
+                    AckTo::Outbox(self.outbox.clone()).send(Ok(Acked { message: msg, duplicate: true }));
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "clientMsgId lookup failed");
+                    return Err(with_ctx(ClientError::new(ErrorCode::StoreUnavailable, "history is unavailable; retry")));
+                }
+            }
+        }
+        let publish = Publish {
+            room_id: room_id.clone(),
+            conn: Some(self.id),
+            user: self.user.clone(),
+            content,
+            client_msg_id,
+            received_at,
+            ack: AckTo::Outbox(self.outbox.clone()),
+            audit,
+        };
+        self.engine
+            .shard(&room_id)
+            .send_async(ShardCmd::Publish(Box::new(publish)))
+            .await
+            .map_err(|_| Self::shutting_down())
+    }
+
+    async fn audit_rejection(&self, room_id: &str) {
+        let id = self.engine.inner.audit_ids.lock().next(crate::clock::now_unix_ms());
+        let entry = AuditEntry {
+            id,
+            at_ms: crate::ids::unix_ms_of(id),
+            action: "rejected".into(),
+            user_id: self.user.user_id.clone(),
+            room_id: room_id.to_owned(),
+            message_id: None,
+            detail: "blocked words".into(),
+        };
+        self.engine.inner.writer.audit(entry).await;
+    }
+
+    async fn typing(&mut self, room_id: Option<String>, is_typing: bool) -> Result<(), ClientError> {
+        let room_id = self.target_room(room_id)?;
+        if self.typing.check().is_err() {
+            metrics::counter!(m::TYPING_DROPPED).increment(1);
+            return Ok(());
+        }
+        let cmd = ShardCmd::Typing { room_id: room_id.clone(), conn: self.id, is_typing };
+        self.engine.shard(&room_id).send_async(cmd).await.map_err(|_| Self::shutting_down())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for room_id in self.rooms.drain() {
+            let shard = self.engine.shard(&room_id).clone();
+            let cmd = ShardCmd::Leave { room_id, conn: self.id, notify: false };
+            if let Err(flume::TrySendError::Full(cmd)) = shard.try_send(cmd) {
+                // The shard is busy: leave from a task rather than block a destructor.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = shard.send_async(cmd).await;
+                    });
+                }
+            }
+        }
+        self.engine.inner.presence.disconnect(&self.user.user_id);
+        self.engine.inner.conns.lock().remove(&self.id);
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+}
