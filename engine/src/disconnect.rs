@@ -16,18 +16,53 @@ pub struct Disconnect {
 
 impl Disconnect {
     /// The client read too slowly and its outbox filled: reconnect and recover.
-    pub const SLOW_CONSUMER: Self = Self { code: 1013, reason: "slow consumer", drain: false, label: "slow_consumer" };
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 1013,
+        reason: "slow consumer",
+        drain: false,
+        label: "slow_consumer",
+    };
     /// The server is shutting down or restarting: reconnect (to another node).
-    pub const SHUTDOWN: Self = Self { code: 1012, reason: "server restarting", drain: true, label: "shutdown" };
+    pub const SHUTDOWN: Self = Self {
+        code: 1012,
+        reason: "server restarting",
+        drain: true,
+        label: "shutdown",
+    };
     /// A frame violated the WebSocket protocol.
-    pub const PROTOCOL_ERROR: Self = Self { code: 1002, reason: "protocol error", drain: false, label: "protocol_error" };
+    pub const PROTOCOL_ERROR: Self = Self {
+        code: 1002,
+        reason: "protocol error",
+        drain: false,
+        label: "protocol_error",
+    };
     /// A text message was not valid UTF-8.
-    pub const INVALID_UTF8: Self = Self { code: 1007, reason: "invalid utf-8", drain: false, label: "invalid_utf8" };
+    pub const INVALID_UTF8: Self = Self {
+        code: 1007,
+        reason: "invalid utf-8",
+        drain: false,
+        label: "invalid_utf8",
+    };
     /// The client broke a rule that is not worth an error frame (binary frames on the
     /// chat endpoint, a token that expired while connected).
-    pub const POLICY: Self = Self { code: 1008, reason: "policy violation", drain: true, label: "policy" };
+    pub const POLICY: Self = Self {
+        code: 1008,
+        reason: "policy violation",
+        drain: true,
+        label: "policy",
+    };
     /// A message exceeded the frame size limit.
-    pub const TOO_BIG: Self = Self { code: 1009, reason: "message too big", drain: false, label: "too_big" };
+    pub const TOO_BIG: Self = Self {
+        code: 1009,
+        reason: "message too big",
+        drain: false,
+        label: "too_big",
+    };
     /// The client did not answer pings in time.
-    pub const IDLE_TIMEOUT: Self = Self { code: 1001, reason: "idle timeout", drain: false, label: "idle_timeout" };
+    pub const IDLE_TIMEOUT: Self = Self {
+        code: 1001,
+        reason: "idle timeout",
+        drain: false,
+        label: "idle_timeout",
+    };
 }

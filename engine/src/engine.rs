@@ -87,7 +87,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("shards", &self.inner.shards.len()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("shards", &self.inner.shards.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,12 +112,20 @@ pub fn stable_hash(s: &str) -> u64 {
 
 impl Engine {
     /// Starts the shards and the history writer. Must run inside a tokio runtime.
-    pub fn start(mut cfg: EngineConfig, store: Arc<dyn HistoryStore>) -> Result<(Engine, EngineTasks), String> {
+    pub fn start(
+        mut cfg: EngineConfig,
+        store: Arc<dyn HistoryStore>,
+    ) -> Result<(Engine, EngineTasks), String> {
         // The last shard id is reserved for audit-log ids.
         cfg.shards = cfg.shards.clamp(1, MAX_SHARDS - 1);
         let moderator = Moderator::new(cfg.moderation.clone())?;
-        let (writer, writer_task) = HistoryWriter::spawn(store.clone(), cfg.writer_queue, cfg.writer_max_batch);
-        let audit_ids = Arc::new(Mutex::new(IdGenerator::new(cfg.node_id, (MAX_SHARDS - 1) as u16, now_unix_ms())));
+        let (writer, writer_task) =
+            HistoryWriter::spawn(store.clone(), cfg.writer_queue, cfg.writer_max_batch);
+        let audit_ids = Arc::new(Mutex::new(IdGenerator::new(
+            cfg.node_id,
+            (MAX_SHARDS - 1) as u16,
+            now_unix_ms(),
+        )));
         let mut shards = Vec::with_capacity(cfg.shards);
         let mut shard_tasks = Vec::with_capacity(cfg.shards);
         for index in 0..cfg.shards {
@@ -125,7 +135,13 @@ impl Engine {
                 recovery_max_messages: cfg.recovery_max_messages,
                 dedupe_window: cfg.dedupe_window,
             };
-            let (tx, task) = Shard::spawn(shard_cfg, cfg.shard_queue, writer.clone(), store.clone(), audit_ids.clone());
+            let (tx, task) = Shard::spawn(
+                shard_cfg,
+                cfg.shard_queue,
+                writer.clone(),
+                store.clone(),
+                audit_ids.clone(),
+            );
             shards.push(tx);
             shard_tasks.push(task);
         }
@@ -141,7 +157,15 @@ impl Engine {
             next_conn: AtomicU64::new(1),
             audit_ids,
         };
-        Ok((Engine { inner: Arc::new(inner) }, EngineTasks { writer: writer_task, shards: shard_tasks }))
+        Ok((
+            Engine {
+                inner: Arc::new(inner),
+            },
+            EngineTasks {
+                writer: writer_task,
+                shards: shard_tasks,
+            },
+        ))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -197,7 +221,11 @@ impl Engine {
     }
 
     /// Reads a page of a room's history (see [`HistoryStore::page`]), timed.
-    pub async fn history(&self, room_id: &str, query: PageQuery) -> Result<Vec<ChatMessage>, StoreError> {
+    pub async fn history(
+        &self,
+        room_id: &str,
+        query: PageQuery,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
         let started = std::time::Instant::now();
         let page = self.inner.store.page(room_id, query).await;
         metrics::histogram!(m::STORE_READ_SECONDS).record(started.elapsed().as_secs_f64());
@@ -205,8 +233,16 @@ impl Engine {
     }
 
     /// The newest message id the store has for `(room, user, clientMsgId)`.
-    pub async fn find_client_msg(&self, room_id: &str, user_id: &str, cid: &str) -> Result<Option<MessageId>, StoreError> {
-        self.inner.store.find_client_msg(room_id, user_id, cid).await
+    pub async fn find_client_msg(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        cid: &str,
+    ) -> Result<Option<MessageId>, StoreError> {
+        self.inner
+            .store
+            .find_client_msg(room_id, user_id, cid)
+            .await
     }
 
     /// Open connections on this node.

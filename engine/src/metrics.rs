@@ -31,11 +31,13 @@ pub const HTTP_REQUESTS: &str = "roomcast_http_requests_total";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 /// Buckets for sizes and counts (batch sizes, queued bytes).
 pub const SIZE_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0,
+    262144.0, 1048576.0,
 ];
 
 /// `(name, is_latency_histogram)` of every histogram, so the exporter can give each
@@ -51,31 +53,65 @@ pub const HISTOGRAMS: &[(&str, bool)] = &[
 
 /// Registers help texts with the installed recorder.
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
     describe_counter!(CONNECTS, "WebSocket connections accepted.");
     describe_counter!(DISCONNECTS, "WebSocket connections closed, by reason.");
-    describe_counter!(CONNECT_REJECTED, "Connection attempts refused before the upgrade, by reason.");
-    describe_counter!(AUTH_FAILURES, "Requests rejected for a missing or invalid token, by reason.");
+    describe_counter!(
+        CONNECT_REJECTED,
+        "Connection attempts refused before the upgrade, by reason."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests rejected for a missing or invalid token, by reason."
+    );
     describe_counter!(MESSAGES_PUBLISHED, "Messages accepted for fan-out.");
     describe_counter!(MESSAGES_DELIVERED, "Frames written to client sockets.");
     describe_counter!(MESSAGES_STORED, "Messages committed to history.");
-    describe_counter!(MESSAGES_DEDUPLICATED, "Resent messages answered from an earlier send (same clientMsgId).");
-    describe_histogram!(DELIVERY_SECONDS, Unit::Seconds, "Time from a frame entering the server to its batch being written to a client socket (oldest frame per batch).");
-    describe_histogram!(OUTBOX_QUEUED_BYTES, Unit::Bytes, "Bytes queued in an outbox when its writer took a batch.");
+    describe_counter!(
+        MESSAGES_DEDUPLICATED,
+        "Resent messages answered from an earlier send (same clientMsgId)."
+    );
+    describe_histogram!(
+        DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from a frame entering the server to its batch being written to a client socket (oldest frame per batch)."
+    );
+    describe_histogram!(
+        OUTBOX_QUEUED_BYTES,
+        Unit::Bytes,
+        "Bytes queued in an outbox when its writer took a batch."
+    );
     describe_histogram!(WRITE_BATCH_FRAMES, "Frames written per socket write.");
-    describe_counter!(SLOW_CONSUMERS, "Connections closed with 1013 because their outbox overflowed.");
+    describe_counter!(
+        SLOW_CONSUMERS,
+        "Connections closed with 1013 because their outbox overflowed."
+    );
     describe_gauge!(SHARD_QUEUE_DEPTH, "Commands waiting in a shard's queue.");
     describe_gauge!(ROOMS, "Rooms with at least one member, per shard.");
-    describe_histogram!(STORE_WRITE_SECONDS, Unit::Seconds, "History group-commit latency, including retries.");
+    describe_histogram!(
+        STORE_WRITE_SECONDS,
+        Unit::Seconds,
+        "History group-commit latency, including retries."
+    );
     describe_histogram!(STORE_BATCH_SIZE, "Records per history group commit.");
     describe_counter!(STORE_ERRORS, "Failed history commits (each retry counts).");
-    describe_histogram!(STORE_READ_SECONDS, Unit::Seconds, "History page read latency.");
+    describe_histogram!(
+        STORE_READ_SECONDS,
+        Unit::Seconds,
+        "History page read latency."
+    );
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit.");
     describe_counter!(MODERATION_ACTIONS, "Moderation actions, by action.");
     describe_counter!(CLIENT_ERRORS, "Error frames sent to clients, by code.");
-    describe_counter!(TYPING_DROPPED, "Typing signals dropped by the per-connection typing limit.");
-    describe_counter!(RECOVERIES, "Joins with `since` that replayed history, by outcome.");
+    describe_counter!(
+        TYPING_DROPPED,
+        "Typing signals dropped by the per-connection typing limit."
+    );
+    describe_counter!(
+        RECOVERIES,
+        "Joins with `since` that replayed history, by outcome."
+    );
     describe_counter!(RECOVERED_MESSAGES, "Messages replayed by recovery.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status class.");
 }

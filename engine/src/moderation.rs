@@ -60,7 +60,12 @@ pub struct Moderator {
 
 impl Moderator {
     pub fn new(cfg: ModerationConfig) -> Result<Self, String> {
-        let words: Vec<&str> = cfg.blocked_words.iter().map(|w| w.trim()).filter(|w| !w.is_empty()).collect();
+        let words: Vec<&str> = cfg
+            .blocked_words
+            .iter()
+            .map(|w| w.trim())
+            .filter(|w| !w.is_empty())
+            .collect();
         let matcher = if cfg.enabled && !words.is_empty() {
             Some(
                 AhoCorasickBuilder::new()
@@ -82,13 +87,21 @@ impl Moderator {
     /// Checks `content`. `Err` is a client error (too long, empty, blocked).
     pub fn check<'a>(&self, content: &'a str) -> Result<Verdict<'a>, ClientError> {
         if content.trim().is_empty() {
-            return Err(ClientError::new(ErrorCode::EmptyMessage, "message content is empty"));
+            return Err(ClientError::new(
+                ErrorCode::EmptyMessage,
+                "message content is empty",
+            ));
         }
         // Cheap upper bound first: a string of n bytes has at most n chars.
-        if content.len() > self.cfg.max_message_length && content.chars().count() > self.cfg.max_message_length {
+        if content.len() > self.cfg.max_message_length
+            && content.chars().count() > self.cfg.max_message_length
+        {
             return Err(ClientError::new(
                 ErrorCode::MessageTooLong,
-                format!("messages are limited to {} characters", self.cfg.max_message_length),
+                format!(
+                    "messages are limited to {} characters",
+                    self.cfg.max_message_length
+                ),
             ));
         }
         let Some(matcher) = &self.matcher else {
@@ -109,7 +122,10 @@ impl Moderator {
             return Ok(Verdict::Pass(Cow::Borrowed(content)));
         }
         match self.cfg.mode {
-            ModerationMode::Reject => Err(ClientError::new(ErrorCode::MessageBlocked, "the message contains blocked words")),
+            ModerationMode::Reject => Err(ClientError::new(
+                ErrorCode::MessageBlocked,
+                "the message contains blocked words",
+            )),
             ModerationMode::Mask => {
                 let mut out = String::with_capacity(content.len());
                 let mut last = 0;
@@ -119,7 +135,10 @@ impl Moderator {
                     last = *e;
                 }
                 out.push_str(&content[last..]);
-                Ok(Verdict::Masked { content: out, words: hits.len() })
+                Ok(Verdict::Masked {
+                    content: out,
+                    words: hits.len(),
+                })
             }
         }
     }
@@ -144,25 +163,50 @@ mod tests {
         let m = moderator(ModerationMode::Mask);
         assert_eq!(
             m.check("Darn it, what the HECK"),
-            Ok(Verdict::Masked { content: "**** it, what the ****".into(), words: 2 })
+            Ok(Verdict::Masked {
+                content: "**** it, what the ****".into(),
+                words: 2
+            })
         );
-        assert_eq!(m.check("darning socks"), Ok(Verdict::Pass(Cow::Borrowed("darning socks"))));
-        assert_eq!(m.check("oh heck!"), Ok(Verdict::Masked { content: "oh ****!".into(), words: 1 }));
+        assert_eq!(
+            m.check("darning socks"),
+            Ok(Verdict::Pass(Cow::Borrowed("darning socks")))
+        );
+        assert_eq!(
+            m.check("oh heck!"),
+            Ok(Verdict::Masked {
+                content: "oh ****!".into(),
+                words: 1
+            })
+        );
     }
 
     #[test]
     fn reject_mode_refuses() {
         let m = moderator(ModerationMode::Reject);
-        assert_eq!(m.check("darn").map_err(|e| e.code), Err(ErrorCode::MessageBlocked));
+        assert_eq!(
+            m.check("darn").map_err(|e| e.code),
+            Err(ErrorCode::MessageBlocked)
+        );
         assert!(m.check("fine").is_ok());
     }
 
     #[test]
     fn length_is_counted_in_characters_and_empty_is_refused() {
-        let m = Moderator::new(ModerationConfig { max_message_length: 3, ..Default::default() }).expect("valid");
+        let m = Moderator::new(ModerationConfig {
+            max_message_length: 3,
+            ..Default::default()
+        })
+        .expect("valid");
         assert!(m.check("héé").is_ok(), "3 chars, 5 bytes");
-        assert_eq!(m.check("abcd").map_err(|e| e.code), Err(ErrorCode::MessageTooLong));
-        assert_eq!(m.check("  ").map_err(|e| e.code), Err(ErrorCode::EmptyMessage));
+        assert_eq!(
+            m.check("abcd").map_err(|e| e.code),
+            Err(ErrorCode::MessageTooLong)
+        );
+        assert_eq!(
+            m.check("  ").map_err(|e| e.code),
+            Err(ErrorCode::EmptyMessage)
+        );
     }
 
     #[test]

@@ -42,11 +42,19 @@ pub enum Control {
     CloseRaw(Bytes),
 }
 
+/// A queued data frame: its payload, whether it is binary (only the echo endpoint sends
+/// binary), and when its message entered the server (for delivery latency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub payload: Bytes,
+    pub entered: Instant,
+    pub binary: bool,
+}
+
 /// One batch handed to the writer.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Text frames' payloads, each with the time its message entered the server.
-    pub frames: VecDeque<(Bytes, Instant)>,
+    pub frames: VecDeque<Queued>,
     pub control: Vec<Control>,
     /// Set when the connection must close after this batch.
     pub close: Option<Closing>,
@@ -63,7 +71,7 @@ pub enum Closing {
 
 #[derive(Debug, Default)]
 struct Inner {
-    frames: VecDeque<(Bytes, Instant)>,
+    frames: VecDeque<Queued>,
     control: Vec<Control>,
     /// Bytes queued plus bytes handed to the writer and not yet released.
     bytes: usize,
@@ -92,11 +100,28 @@ impl Outbox {
     /// Queues a text frame's payload. Never blocks. A frame larger than the whole cap is
     /// still accepted into an empty outbox, so one big message cannot wedge a client.
     pub fn push(&self, frame: Bytes, entered: Instant) -> Push {
+        self.push_frame(Queued {
+            payload: frame,
+            entered,
+            binary: false,
+        })
+    }
+
+    /// Queues a binary frame (echo endpoint), under the same cap as text.
+    pub fn push_binary(&self, frame: Bytes, entered: Instant) -> Push {
+        self.push_frame(Queued {
+            payload: frame,
+            entered,
+            binary: true,
+        })
+    }
+
+    fn push_frame(&self, frame: Queued) -> Push {
         let mut g = self.inner.lock();
         if g.close.is_some() || g.finished {
             return Push::Closed;
         }
-        let len = frame.len();
+        let len = frame.payload.len();
         if g.bytes > 0 && g.bytes + len > self.max_bytes {
             g.frames = VecDeque::new();
             g.close = Some(Closing::Server(Disconnect::SLOW_CONSUMER));
@@ -106,7 +131,7 @@ impl Outbox {
         }
         g.bytes += len;
         let was_empty = g.frames.is_empty() && g.control.is_empty();
-        g.frames.push_back((frame, entered));
+        g.frames.push_back(frame);
         drop(g);
         if was_empty {
             // Only the first frame of a batch needs to wake the writer: until it takes
@@ -230,7 +255,10 @@ mod tests {
         let mut batch = Batch::default();
         o.next_batch(&mut batch).await;
         assert!(batch.frames.is_empty());
-        assert_eq!(batch.close, Some(Closing::Server(Disconnect::SLOW_CONSUMER)));
+        assert_eq!(
+            batch.close,
+            Some(Closing::Server(Disconnect::SLOW_CONSUMER))
+        );
         assert_eq!(o.push(b(1), now), Push::Closed);
     }
 

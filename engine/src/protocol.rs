@@ -79,7 +79,9 @@ struct TypingIn {
 }
 
 /// Accepts a message id as a decimal string or a non-negative JSON integer.
-fn opt_message_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MessageId>, D::Error> {
+pub(crate) fn opt_message_id<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<MessageId>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw<'a> {
@@ -109,7 +111,10 @@ fn field_error(e: serde_json::Error) -> ClientError {
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
-            ClientError::new(ErrorCode::InvalidJson, "a frame must be a JSON object with a string `type`")
+            ClientError::new(
+                ErrorCode::InvalidJson,
+                "a frame must be a JSON object with a string `type`",
+            )
         } else {
             ClientError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))
         }
@@ -125,7 +130,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
         }
         "join_room" => {
             let j: JoinIn = serde_json::from_str(text).map_err(field_error)?;
-            ClientFrame::JoinRoom { room_id: j.room_id, since: j.since }
+            ClientFrame::JoinRoom {
+                room_id: j.room_id,
+                since: j.since,
+            }
         }
         "leave_room" => {
             let l: LeaveIn = serde_json::from_str(text).map_err(field_error)?;
@@ -133,7 +141,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
         }
         "typing" => {
             let t: TypingIn = serde_json::from_str(text).map_err(field_error)?;
-            ClientFrame::Typing { room_id: t.room_id, is_typing: t.is_typing }
+            ClientFrame::Typing {
+                room_id: t.room_id,
+                is_typing: t.is_typing,
+            }
         }
         "ping" => ClientFrame::Ping,
         other => {
@@ -166,7 +177,10 @@ pub fn validate_room_id(room_id: &str) -> Result<(), ClientError> {
 
 /// Checks a `clientMsgId`: 1..=64 printable ASCII bytes.
 pub fn validate_client_msg_id(id: &str) -> Result<(), ClientError> {
-    if !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic()) {
+    if !id.is_empty()
+        && id.len() <= MAX_CLIENT_MSG_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_graphic())
+    {
         Ok(())
     } else {
         Err(ClientError::new(
@@ -177,7 +191,7 @@ pub fn validate_client_msg_id(id: &str) -> Result<(), ClientError> {
 }
 
 /// Serialises a u64 id as a decimal string.
-fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
@@ -206,7 +220,7 @@ impl ChatMessage {
     }
 }
 
-fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<MessageId, D::Error> {
+pub(crate) fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<MessageId, D::Error> {
     opt_message_id(d)?.ok_or_else(|| serde::de::Error::custom("missing message id"))
 }
 
@@ -228,7 +242,9 @@ fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // that still tells the client something went wrong rather than panicking.
     match serde_json::to_vec(value) {
         Ok(v) => Bytes::from(v),
-        Err(_) => Bytes::from_static(br#"{"type":"error","code":"internal","message":"encode failed"}"#),
+        Err(_) => {
+            Bytes::from_static(br#"{"type":"error","code":"internal","message":"encode failed"}"#)
+        }
     }
 }
 
@@ -307,7 +323,10 @@ struct RoomJoinedOut<'a> {
     last_message_id: Option<MessageId>,
 }
 
-fn opt_id_str<S: serde::Serializer>(id: &Option<MessageId>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn opt_id_str<S: serde::Serializer>(
+    id: &Option<MessageId>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => id_str(id, s),
         None => s.serialize_none(),
@@ -315,7 +334,11 @@ fn opt_id_str<S: serde::Serializer>(id: &Option<MessageId>, s: S) -> Result<S::O
 }
 
 /// `{"type":"room_joined","roomId","memberCount"}`.
-pub fn encode_room_joined(room_id: &str, member_count: usize, last_message_id: Option<MessageId>) -> Bytes {
+pub fn encode_room_joined(
+    room_id: &str,
+    member_count: usize,
+    last_message_id: Option<MessageId>,
+) -> Bytes {
     to_bytes(&RoomJoinedOut {
         kind: "room_joined",
         room_id,
@@ -334,7 +357,10 @@ struct RoomLeftOut<'a> {
 
 /// `{"type":"room_left","roomId"}`.
 pub fn encode_room_left(room_id: &str) -> Bytes {
-    to_bytes(&RoomLeftOut { kind: "room_left", room_id })
+    to_bytes(&RoomLeftOut {
+        kind: "room_left",
+        room_id,
+    })
 }
 
 #[derive(Serialize)]
@@ -350,7 +376,13 @@ struct PresenceOut<'a> {
 }
 
 /// `{"type":"presence","userId","status":"online"|"offline", ...}`.
-pub fn encode_presence(user_id: &str, username: &str, room_id: &str, online: bool, member_count: usize) -> Bytes {
+pub fn encode_presence(
+    user_id: &str,
+    username: &str,
+    room_id: &str,
+    online: bool,
+    member_count: usize,
+) -> Bytes {
     to_bytes(&PresenceOut {
         kind: "presence",
         user_id,
@@ -432,23 +464,38 @@ mod tests {
         );
         assert_eq!(
             parse_client_frame(r#"{"type":"join_room","roomId":"development"}"#).ok(),
-            Some(ClientFrame::JoinRoom { room_id: "development".into(), since: None })
+            Some(ClientFrame::JoinRoom {
+                room_id: "development".into(),
+                since: None
+            })
         );
         assert_eq!(
             parse_client_frame(r#"{"type":"join_room","roomId":"d","since":"123"}"#).ok(),
-            Some(ClientFrame::JoinRoom { room_id: "d".into(), since: Some(123) })
+            Some(ClientFrame::JoinRoom {
+                room_id: "d".into(),
+                since: Some(123)
+            })
         );
         assert_eq!(
             parse_client_frame(r#"{"type":"join_room","roomId":"d","since":124}"#).ok(),
-            Some(ClientFrame::JoinRoom { room_id: "d".into(), since: Some(124) })
+            Some(ClientFrame::JoinRoom {
+                room_id: "d".into(),
+                since: Some(124)
+            })
         );
         assert_eq!(
             parse_client_frame(r#"{"type":"leave_room","roomId":"general"}"#).ok(),
-            Some(ClientFrame::LeaveRoom { room_id: "general".into() })
+            Some(ClientFrame::LeaveRoom {
+                room_id: "general".into()
+            })
         );
         assert_eq!(
-            parse_client_frame(r#"{"type":"typing","roomId":"general","isTyping":true,"extra":1}"#).ok(),
-            Some(ClientFrame::Typing { room_id: Some("general".into()), is_typing: true })
+            parse_client_frame(r#"{"type":"typing","roomId":"general","isTyping":true,"extra":1}"#)
+                .ok(),
+            Some(ClientFrame::Typing {
+                room_id: Some("general".into()),
+                is_typing: true
+            })
         );
     }
 
@@ -459,11 +506,22 @@ mod tests {
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidJson);
         assert_eq!(code(r#"{"content":"x"}"#), ErrorCode::InvalidJson);
         assert_eq!(code(r#"{"type":"explode"}"#), ErrorCode::UnknownType);
-        assert_eq!(code(r#"{"type":"message","content":5}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"message","content":5}"#),
+            ErrorCode::InvalidField
+        );
         assert_eq!(code(r#"{"type":"message"}"#), ErrorCode::InvalidField);
-        assert_eq!(code(r#"{"type":"join_room","roomId":"a","since":"abc"}"#), ErrorCode::InvalidField);
-        assert_eq!(code(r#"{"type":"typing","roomId":"a","isTyping":"yes"}"#), ErrorCode::InvalidField);
-        let e = parse_client_frame(r#"{"type":"message"}"#).err().map(|e| e.message);
+        assert_eq!(
+            code(r#"{"type":"join_room","roomId":"a","since":"abc"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"typing","roomId":"a","isTyping":"yes"}"#),
+            ErrorCode::InvalidField
+        );
+        let e = parse_client_frame(r#"{"type":"message"}"#)
+            .err()
+            .map(|e| e.message);
         assert_eq!(e.as_deref(), Some("missing field `content`"));
     }
 
@@ -487,14 +545,16 @@ mod tests {
             client_msg_id: Some("c1".into()),
             deleted: false,
         };
-        let v: serde_json::Value = serde_json::from_slice(&encode_message(&m, false)).unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode_message(&m, false)).unwrap_or_default();
         assert_eq!(v["type"], "message");
         assert_eq!(v["messageId"], m.message_id.to_string());
         assert_eq!(v["username"], "john \"doe\"");
         assert_eq!(v["timestamp"], "2024-01-01T12:00:00.000Z");
         assert_eq!(v["clientMsgId"], "c1");
         assert!(v.get("replay").is_none());
-        let ack: serde_json::Value = serde_json::from_slice(&encode_ack(&m, true)).unwrap_or_default();
+        let ack: serde_json::Value =
+            serde_json::from_slice(&encode_ack(&m, true)).unwrap_or_default();
         assert_eq!(ack["type"], "ack");
         assert_eq!(ack["duplicate"], true);
     }

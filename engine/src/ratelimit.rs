@@ -43,8 +43,13 @@ fn nz(n: u32) -> NonZeroU32 {
 /// `max` events per `window`, with a burst of `max`: a fresh client may send `max`
 /// at once, then one every `window / max`.
 fn quota(max: u32, window: Duration) -> Quota {
-    let period = window.checked_div(max.max(1)).unwrap_or(window).max(Duration::from_nanos(1));
-    Quota::with_period(period).unwrap_or(Quota::per_second(nz(max))).allow_burst(nz(max))
+    let period = window
+        .checked_div(max.max(1))
+        .unwrap_or(window)
+        .max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .unwrap_or(Quota::per_second(nz(max)))
+        .allow_burst(nz(max))
 }
 
 /// The server-wide keyed limiters.
@@ -65,7 +70,10 @@ impl RateLimits {
     pub fn new(cfg: &RateLimitConfig) -> Self {
         Self {
             messages: RateLimiter::keyed(quota(cfg.max_messages, cfg.window)),
-            connects: RateLimiter::keyed(quota(cfg.connects_per_ip_per_sec, Duration::from_secs(1))),
+            connects: RateLimiter::keyed(quota(
+                cfg.connects_per_ip_per_sec,
+                Duration::from_secs(1),
+            )),
             typing_quota: Quota::per_second(nz(cfg.typing_per_sec)),
             clock: DefaultClock::default(),
         }
@@ -77,14 +85,22 @@ impl RateLimits {
         // allocation is per message, dwarfed by the message's own.
         self.messages
             .check_key(&user_id.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_millis().max(1) as u64)
+            .map_err(|not_until| {
+                not_until
+                    .wait_time_from(self.clock.now())
+                    .as_millis()
+                    .max(1) as u64
+            })
     }
 
     /// Takes one connection attempt from `ip`'s allowance.
     pub fn check_connect(&self, ip: IpAddr) -> Result<(), u64> {
-        self.connects
-            .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_millis().max(1) as u64)
+        self.connects.check_key(&ip).map_err(|not_until| {
+            not_until
+                .wait_time_from(self.clock.now())
+                .as_millis()
+                .max(1) as u64
+        })
     }
 
     /// A limiter for one connection's typing signals.
@@ -113,18 +129,26 @@ mod tests {
 
     #[test]
     fn message_limit_allows_a_burst_then_refuses_with_a_delay() {
-        let limits = RateLimits::new(&RateLimitConfig { max_messages: 3, ..Default::default() });
+        let limits = RateLimits::new(&RateLimitConfig {
+            max_messages: 3,
+            ..Default::default()
+        });
         for _ in 0..3 {
             assert!(limits.check_message("alice").is_ok());
         }
-        let wait = limits.check_message("alice").expect_err("fourth in a burst of three");
+        let wait = limits
+            .check_message("alice")
+            .expect_err("fourth in a burst of three");
         assert!(wait > 0 && wait <= 20_000, "about window/max: {wait}");
         assert!(limits.check_message("bob").is_ok(), "users are separate");
     }
 
     #[test]
     fn connect_limit_is_per_ip_and_pruning_forgets_idle_keys() {
-        let limits = RateLimits::new(&RateLimitConfig { connects_per_ip_per_sec: 2, ..Default::default() });
+        let limits = RateLimits::new(&RateLimitConfig {
+            connects_per_ip_per_sec: 2,
+            ..Default::default()
+        });
         let a: IpAddr = [127, 0, 0, 1].into();
         let b: IpAddr = [127, 0, 0, 2].into();
         assert!(limits.check_connect(a).is_ok());

@@ -37,14 +37,30 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("id", &self.id).field("user", &self.user.user_id).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user", &self.user.user_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Session {
-    pub(crate) fn new(engine: Engine, id: ConnId, user: Arc<UserInfo>, outbox: Arc<Outbox>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        id: ConnId,
+        user: Arc<UserInfo>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         let typing = engine.limits().typing_limiter();
-        Self { engine, id, user, outbox, rooms: HashSet::new(), default_room: None, typing }
+        Self {
+            engine,
+            id,
+            user,
+            outbox,
+            rooms: HashSet::new(),
+            default_room: None,
+            typing,
+        }
     }
 
     pub fn id(&self) -> ConnId {
@@ -74,8 +90,13 @@ impl Session {
     pub async fn handle_text(&mut self, text: &str, received_at: Instant) {
         let result = match protocol::parse_client_frame(text) {
             Err(e) => Err(e),
-            Ok(ClientFrame::Message { room_id, content, client_msg_id }) => {
-                self.publish(room_id, content, client_msg_id, received_at).await
+            Ok(ClientFrame::Message {
+                room_id,
+                content,
+                client_msg_id,
+            }) => {
+                self.publish(room_id, content, client_msg_id, received_at)
+                    .await
             }
             Ok(ClientFrame::JoinRoom { room_id, since }) => self.join(&room_id, since).await,
             Ok(ClientFrame::LeaveRoom { room_id }) => self.leave(&room_id).await,
@@ -95,11 +116,19 @@ impl Session {
     }
 
     /// Joins `room_id`; with `since`, replays what was missed after that id first.
-    pub async fn join(&mut self, room_id: &str, since: Option<MessageId>) -> Result<(), ClientError> {
+    pub async fn join(
+        &mut self,
+        room_id: &str,
+        since: Option<MessageId>,
+    ) -> Result<(), ClientError> {
         protocol::validate_room_id(room_id)?;
         let max = self.engine.config().max_rooms_per_connection;
         if !self.rooms.contains(room_id) && self.rooms.len() >= max {
-            return Err(ClientError::new(ErrorCode::TooManyRooms, format!("a connection may join at most {max} rooms")).in_room(room_id));
+            return Err(ClientError::new(
+                ErrorCode::TooManyRooms,
+                format!("a connection may join at most {max} rooms"),
+            )
+            .in_room(room_id));
         }
         let cmd = ShardCmd::Join {
             room_id: room_id.to_owned(),
@@ -108,7 +137,11 @@ impl Session {
             outbox: self.outbox.clone(),
             since,
         };
-        self.engine.shard(room_id).send_async(cmd).await.map_err(|_| Self::shutting_down())?;
+        self.engine
+            .shard(room_id)
+            .send_async(cmd)
+            .await
+            .map_err(|_| Self::shutting_down())?;
         if self.rooms.insert(room_id.to_owned()) && self.default_room.is_none() {
             self.default_room = Some(room_id.to_owned());
         }
@@ -122,21 +155,32 @@ impl Session {
         if self.default_room.as_deref() == Some(room_id) {
             self.default_room = self.rooms.iter().next().cloned();
         }
-        let cmd = ShardCmd::Leave { room_id: room_id.to_owned(), conn: self.id, notify: true };
-        self.engine.shard(room_id).send_async(cmd).await.map_err(|_| Self::shutting_down())
+        let cmd = ShardCmd::Leave {
+            room_id: room_id.to_owned(),
+            conn: self.id,
+            notify: true,
+        };
+        self.engine
+            .shard(room_id)
+            .send_async(cmd)
+            .await
+            .map_err(|_| Self::shutting_down())
     }
 
     fn target_room(&self, room_id: Option<String>) -> Result<String, ClientError> {
         let room = match room_id {
             Some(r) => r,
-            None => self
-                .default_room
-                .clone()
-                .ok_or_else(|| ClientError::new(ErrorCode::InvalidField, "missing field `roomId`"))?,
+            None => self.default_room.clone().ok_or_else(|| {
+                ClientError::new(ErrorCode::InvalidField, "missing field `roomId`")
+            })?,
         };
         if !self.rooms.contains(&room) {
             protocol::validate_room_id(&room)?;
-            return Err(ClientError::new(ErrorCode::NotMember, "join the room before sending to it").in_room(&room));
+            return Err(ClientError::new(
+                ErrorCode::NotMember,
+                "join the room before sending to it",
+            )
+            .in_room(&room));
         }
         Ok(room)
     }
@@ -149,7 +193,9 @@ impl Session {
         received_at: Instant,
     ) -> Result<(), ClientError> {
         let cid = client_msg_id.as_deref();
-        let room_id = self.target_room(room_id).map_err(|e| e.for_client_msg(cid))?;
+        let room_id = self
+            .target_room(room_id)
+            .map_err(|e| e.for_client_msg(cid))?;
         if let Some(cid) = cid {
             protocol::validate_client_msg_id(cid).map_err(|e| e.in_room(&room_id))?;
         }
@@ -158,14 +204,18 @@ impl Session {
             metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
             tracing::debug!(user_id = %self.user.user_id, wait_ms, "message rate limit exceeded");
             return Err(with_ctx(
-                ClientError::new(ErrorCode::RateLimited, "too many messages; slow down").retry_after(wait_ms),
+                ClientError::new(ErrorCode::RateLimited, "too many messages; slow down")
+                    .retry_after(wait_ms),
             ));
         }
         let (content, audit) = match self.engine.inner.moderator.check(&content) {
             Ok(Verdict::Pass(_)) => (content, None),
             Ok(Verdict::Masked { content, words }) => {
                 metrics::counter!(m::MODERATION_ACTIONS, "action" => "masked").increment(1);
-                (content, Some(("masked", format!("{words} blocked word(s) masked"))))
+                (
+                    content,
+                    Some(("masked", format!("{words} blocked word(s) masked"))),
+                )
             }
             Err(e) => {
                 if e.code == ErrorCode::MessageBlocked {
@@ -178,7 +228,11 @@ impl Session {
         // A resend whose original is already durable (say, from before a restart) is
         // answered from the store without being delivered again.
         if let Some(cid) = cid {
-            match self.engine.find_client_msg(&room_id, &self.user.user_id, cid).await {
+            match self
+                .engine
+                .find_client_msg(&room_id, &self.user.user_id, cid)
+                .await
+            {
                 Ok(Some(original)) => {
                     metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
                     let msg = ChatMessage {
@@ -190,13 +244,19 @@ impl Session {
                         client_msg_id: Some(cid.to_owned()),
                         deleted: false,
                     };
-                    AckTo::Outbox(self.outbox.clone()).send(Ok(Acked { message: msg, duplicate: true }));
+                    AckTo::Outbox(self.outbox.clone()).send(Ok(Acked {
+                        message: msg,
+                        duplicate: true,
+                    }));
                     return Ok(());
                 }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "clientMsgId lookup failed");
-                    return Err(with_ctx(ClientError::new(ErrorCode::StoreUnavailable, "history is unavailable; retry")));
+                    return Err(with_ctx(ClientError::new(
+                        ErrorCode::StoreUnavailable,
+                        "history is unavailable; retry",
+                    )));
                 }
             }
         }
@@ -218,7 +278,12 @@ impl Session {
     }
 
     async fn audit_rejection(&self, room_id: &str) {
-        let id = self.engine.inner.audit_ids.lock().next(crate::clock::now_unix_ms());
+        let id = self
+            .engine
+            .inner
+            .audit_ids
+            .lock()
+            .next(crate::clock::now_unix_ms());
         let entry = AuditEntry {
             id,
             at_ms: crate::ids::unix_ms_of(id),
@@ -231,14 +296,26 @@ impl Session {
         self.engine.inner.writer.audit(entry).await;
     }
 
-    async fn typing(&mut self, room_id: Option<String>, is_typing: bool) -> Result<(), ClientError> {
+    async fn typing(
+        &mut self,
+        room_id: Option<String>,
+        is_typing: bool,
+    ) -> Result<(), ClientError> {
         let room_id = self.target_room(room_id)?;
         if self.typing.check().is_err() {
             metrics::counter!(m::TYPING_DROPPED).increment(1);
             return Ok(());
         }
-        let cmd = ShardCmd::Typing { room_id: room_id.clone(), conn: self.id, is_typing };
-        self.engine.shard(&room_id).send_async(cmd).await.map_err(|_| Self::shutting_down())
+        let cmd = ShardCmd::Typing {
+            room_id: room_id.clone(),
+            conn: self.id,
+            is_typing,
+        };
+        self.engine
+            .shard(&room_id)
+            .send_async(cmd)
+            .await
+            .map_err(|_| Self::shutting_down())
     }
 }
 
@@ -246,7 +323,11 @@ impl Drop for Session {
     fn drop(&mut self) {
         for room_id in self.rooms.drain() {
             let shard = self.engine.shard(&room_id).clone();
-            let cmd = ShardCmd::Leave { room_id, conn: self.id, notify: false };
+            let cmd = ShardCmd::Leave {
+                room_id,
+                conn: self.id,
+                notify: false,
+            };
             if let Err(flume::TrySendError::Full(cmd)) = shard.try_send(cmd) {
                 // The shard is busy: leave from a task rather than block a destructor.
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {

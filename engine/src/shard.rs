@@ -167,32 +167,77 @@ impl Shard {
 
     fn handle(&mut self, cmd: ShardCmd) {
         match cmd {
-            ShardCmd::Join { room_id, conn, user, outbox, since } => self.join(room_id, conn, user, outbox, since),
-            ShardCmd::Leave { room_id, conn, notify } => self.leave(&room_id, conn, notify),
+            ShardCmd::Join {
+                room_id,
+                conn,
+                user,
+                outbox,
+                since,
+            } => self.join(room_id, conn, user, outbox, since),
+            ShardCmd::Leave {
+                room_id,
+                conn,
+                notify,
+            } => self.leave(&room_id, conn, notify),
             ShardCmd::Publish(p) => self.publish(*p),
-            ShardCmd::Typing { room_id, conn, is_typing } => self.typing(&room_id, conn, is_typing),
-            ShardCmd::RecoveryDone { room_id, conn, since, result } => self.recovered(&room_id, conn, since, result),
+            ShardCmd::Typing {
+                room_id,
+                conn,
+                is_typing,
+            } => self.typing(&room_id, conn, is_typing),
+            ShardCmd::RecoveryDone {
+                room_id,
+                conn,
+                since,
+                result,
+            } => self.recovered(&room_id, conn, since, result),
         }
     }
 
-    fn join(&mut self, room_id: String, conn: ConnId, user: Arc<UserInfo>, outbox: Arc<Outbox>, since: Option<MessageId>) {
+    fn join(
+        &mut self,
+        room_id: String,
+        conn: ConnId,
+        user: Arc<UserInfo>,
+        outbox: Arc<Outbox>,
+        since: Option<MessageId>,
+    ) {
         let room = self.rooms.entry(room_id.clone()).or_default();
         let now = Instant::now();
         if !room.members.contains_key(&conn) {
             let first_of_user = {
-                let n = room.users.entry(Arc::from(user.user_id.as_str())).or_insert(0);
+                let n = room
+                    .users
+                    .entry(Arc::from(user.user_id.as_str()))
+                    .or_insert(0);
                 *n += 1;
                 *n == 1
             };
             if first_of_user {
-                let frame = protocol::encode_presence(&user.user_id, &user.username, &room_id, true, room.users.len());
+                let frame = protocol::encode_presence(
+                    &user.user_id,
+                    &user.username,
+                    &room_id,
+                    true,
+                    room.users.len(),
+                );
                 for m in room.members.values_mut() {
                     deliver(m, &frame, now);
                 }
             }
-            room.members.insert(conn, Member { user: user.clone(), outbox: outbox.clone(), held: None });
+            room.members.insert(
+                conn,
+                Member {
+                    user: user.clone(),
+                    outbox: outbox.clone(),
+                    held: None,
+                },
+            );
         }
-        outbox.push(protocol::encode_room_joined(&room_id, room.users.len(), room.last_message_id), now);
+        outbox.push(
+            protocol::encode_room_joined(&room_id, room.users.len(), room.last_message_id),
+            now,
+        );
         let Some(since) = since else { return };
         if let Some(member) = room.members.get_mut(&conn) {
             if member.held.is_none() {
@@ -203,12 +248,20 @@ impl Shard {
         // now: the replay covers (since, high_water], live delivery everything after.
         let high = self.ids.high_water();
         let limit = self.cfg.recovery_max_messages;
-        let (store, writer, tx) = (self.store.clone(), self.writer.clone(), self.self_tx.clone());
+        let (store, writer, tx) = (
+            self.store.clone(),
+            self.writer.clone(),
+            self.self_tx.clone(),
+        );
         tokio::spawn(async move {
             // Messages already handed to the writer but not yet committed must be in
             // the store before we read it.
             writer.barrier().await;
-            let query = PageQuery { after: Some(since), before: Some(high.saturating_add(1)), limit: limit + 1 };
+            let query = PageQuery {
+                after: Some(since),
+                before: Some(high.saturating_add(1)),
+                limit: limit + 1,
+            };
             let started = Instant::now();
             let result = store.page(&room_id, query).await.map(|mut page| {
                 let complete = page.len() <= limit;
@@ -219,13 +272,30 @@ impl Shard {
             });
             metrics::histogram!(m::STORE_READ_SECONDS).record(started.elapsed().as_secs_f64());
             if let Some(tx) = tx.upgrade() {
-                let _ = tx.send_async(ShardCmd::RecoveryDone { room_id, conn, since, result }).await;
+                let _ = tx
+                    .send_async(ShardCmd::RecoveryDone {
+                        room_id,
+                        conn,
+                        since,
+                        result,
+                    })
+                    .await;
             }
         });
     }
 
-    fn recovered(&mut self, room_id: &str, conn: ConnId, since: MessageId, result: Result<(Vec<ChatMessage>, bool), StoreError>) {
-        let Some(member) = self.rooms.get_mut(room_id).and_then(|r| r.members.get_mut(&conn)) else {
+    fn recovered(
+        &mut self,
+        room_id: &str,
+        conn: ConnId,
+        since: MessageId,
+        result: Result<(Vec<ChatMessage>, bool), StoreError>,
+    ) {
+        let Some(member) = self
+            .rooms
+            .get_mut(room_id)
+            .and_then(|r| r.members.get_mut(&conn))
+        else {
             return;
         };
         let now = Instant::now();
@@ -241,22 +311,35 @@ impl Shard {
             Err(e) => {
                 tracing::warn!(error = %e, room_id, "recovery read failed");
                 metrics::counter!(m::RECOVERIES, "outcome" => "failed").increment(1);
-                let err = ClientError::new(ErrorCode::StoreUnavailable, "history could not be read; page it over the API").in_room(room_id);
+                let err = ClientError::new(
+                    ErrorCode::StoreUnavailable,
+                    "history could not be read; page it over the API",
+                )
+                .in_room(room_id);
                 member.outbox.push(protocol::encode_error(&err), now);
                 (0, false)
             }
         };
-        member.outbox.push(protocol::encode_recovered(room_id, since, count, complete), now);
+        member.outbox.push(
+            protocol::encode_recovered(room_id, since, count, complete),
+            now,
+        );
         for frame in member.held.take().unwrap_or_default() {
             member.outbox.push(frame, now);
         }
     }
 
     fn leave(&mut self, room_id: &str, conn: ConnId, notify: bool) {
-        let Some(room) = self.rooms.get_mut(room_id) else { return };
-        let Some(member) = room.members.remove(&conn) else { return };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(member) = room.members.remove(&conn) else {
+            return;
+        };
         if notify {
-            member.outbox.push(protocol::encode_room_left(room_id), Instant::now());
+            member
+                .outbox
+                .push(protocol::encode_room_left(room_id), Instant::now());
         }
         let user_id = member.user.user_id.as_str();
         let last_of_user = match room.users.get_mut(user_id) {
@@ -275,7 +358,13 @@ impl Shard {
             return;
         }
         if last_of_user {
-            let frame = protocol::encode_presence(user_id, &member.user.username, room_id, false, room.users.len());
+            let frame = protocol::encode_presence(
+                user_id,
+                &member.user.username,
+                room_id,
+                false,
+                room.users.len(),
+            );
             let now = Instant::now();
             for m in room.members.values_mut() {
                 deliver(m, &frame, now);
@@ -284,7 +373,16 @@ impl Shard {
     }
 
     fn publish(&mut self, p: Publish) {
-        let Publish { room_id, conn, user, content, client_msg_id, received_at, ack, audit } = p;
+        let Publish {
+            room_id,
+            conn,
+            user,
+            content,
+            client_msg_id,
+            received_at,
+            ack,
+            audit,
+        } = p;
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return ack.send(Err(not_member(&room_id, client_msg_id.as_deref())));
         };
@@ -294,7 +392,9 @@ impl Shard {
             }
         }
 
-        let dedupe_key = client_msg_id.as_ref().map(|cid| (Arc::<str>::from(user.user_id.as_str()), cid.clone()));
+        let dedupe_key = client_msg_id
+            .as_ref()
+            .map(|cid| (Arc::<str>::from(user.user_id.as_str()), cid.clone()));
         if let Some(key) = &dedupe_key {
             if let Some(&original) = room.dedupe.as_ref().and_then(|d| d.ids.get(key)) {
                 if !self.writer.failed.contains(original) {
@@ -309,7 +409,9 @@ impl Shard {
                         deleted: false,
                     };
                     // Through the writer's queue: answered after the original is durable.
-                    if let Err(WriteOp::AckExisting { ack, .. }) = self.writer.try_send(WriteOp::AckExisting { msg, ack }) {
+                    if let Err(WriteOp::AckExisting { ack, .. }) =
+                        self.writer.try_send(WriteOp::AckExisting { msg, ack })
+                    {
                         ack.send(Err(overloaded(None)));
                     }
                     return;
@@ -339,7 +441,9 @@ impl Shard {
         });
         if let Err(op) = self.writer.try_send(WriteOp::Message { msg, ack }) {
             if let WriteOp::Message { msg, ack } = op {
-                ack.send(Err(overloaded(msg.client_msg_id.as_deref()).in_room(&msg.room_id)));
+                ack.send(Err(
+                    overloaded(msg.client_msg_id.as_deref()).in_room(&msg.room_id)
+                ));
             }
             return;
         }
@@ -370,8 +474,12 @@ impl Shard {
     }
 
     fn typing(&mut self, room_id: &str, conn: ConnId, is_typing: bool) {
-        let Some(room) = self.rooms.get_mut(room_id) else { return };
-        let Some(sender) = room.members.get(&conn) else { return };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(sender) = room.members.get(&conn) else {
+            return;
+        };
         let user = sender.user.clone();
         let frame = protocol::encode_typing(&user.user_id, &user.username, room_id, is_typing);
         let now = Instant::now();
@@ -390,9 +498,12 @@ fn not_member(room_id: &str, client_msg_id: Option<&str>) -> ClientError {
 }
 
 fn overloaded(client_msg_id: Option<&str>) -> ClientError {
-    ClientError::new(ErrorCode::Overloaded, "the server is overloaded; retry shortly")
-        .for_client_msg(client_msg_id)
-        .retry_after(100)
+    ClientError::new(
+        ErrorCode::Overloaded,
+        "the server is overloaded; retry shortly",
+    )
+    .for_client_msg(client_msg_id)
+    .retry_after(100)
 }
 
 /// Live frames held for one recovering member before it counts as a slow consumer.
@@ -407,7 +518,10 @@ fn deliver_at(member: &mut Member, frame: &Bytes, entered: Instant) {
     if let Some(held) = &mut member.held {
         if held.len() < HELD_MAX {
             held.push(frame.clone());
-        } else if member.outbox.close(crate::disconnect::Disconnect::SLOW_CONSUMER) {
+        } else if member
+            .outbox
+            .close(crate::disconnect::Disconnect::SLOW_CONSUMER)
+        {
             metrics::counter!(m::SLOW_CONSUMERS).increment(1);
         }
         return;

@@ -1,1 +1,200 @@
-//! x
+//! roomcast's server: the axum router, the WebSocket endpoints, authentication,
+//! configuration, metrics and graceful shutdown, over the `roomcast-engine` library.
+//! [`run`] serves on a listener until a shutdown signal, so tests and the binary start
+//! it the same way.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+mod http;
+pub mod shutdown;
+pub mod telemetry;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, header};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_engine::{Disconnect, EmbeddedStore, Engine, HistoryStore};
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthError, Principal, Verifier};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::shutdown::Shutdown;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub config: Arc<Config>,
+    verifier: Arc<Verifier>,
+    pub shutdown: Shutdown,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Checks the token from `?token=` or `Authorization: Bearer`.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Principal, ApiError> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let result = match query_token.filter(|t| !t.is_empty()).or(bearer) {
+            None => Err(AuthError::Missing),
+            Some(token) => self.verifier.verify(token),
+        };
+        result.map_err(|e| {
+            metrics::counter!(roomcast_engine::metrics::AUTH_FAILURES, "reason" => e.label())
+                .increment(1);
+            ApiError::Auth(e)
+        })
+    }
+}
+
+/// The JWT secret to use: `JWT_SECRET`, or in dev mode one kept in the data directory.
+pub fn resolve_secret(config: &Config) -> Result<(String, bool), String> {
+    match &config.jwt_secret {
+        Some(s) => Ok((s.clone(), false)),
+        None => auth::load_or_create_dev_secret(&config.data_dir).map_err(|e| {
+            format!(
+                "cannot create the dev JWT secret in {}: {e}",
+                config.data_dir.display()
+            )
+        }),
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .route("/ws", get(ws::chat))
+        .route("/api/rooms/{room_id}/messages", get(http::room_history))
+        .route("/api/admin/audit", get(http::audit_log));
+    if state.config.echo_endpoint {
+        router = router.route("/ws/echo", get(ws::echo));
+    }
+    router
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown_signal` resolves, then drains: `/readyz` turns
+/// false, the listener closes, every WebSocket gets close 1012 (after its queued frames),
+/// connections get `shutdown_timeout` to finish, and history is flushed before return.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    metrics: Option<PrometheusHandle>,
+    shutdown_signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let (secret, generated) = resolve_secret(&config)?;
+    if config.jwt_secret.is_none() {
+        tracing::warn!(
+            path = %auth::dev_secret_path(&config.data_dir).display(),
+            generated,
+            "JWT_SECRET is not set: using a development secret kept in the data directory. Mint a token with `roomcast token --user alice`. Set JWT_SECRET (and NODE_ENV=production) in production."
+        );
+    }
+    let store: Arc<dyn HistoryStore> = Arc::new(
+        EmbeddedStore::open(&config.data_dir.join("history"))
+            .map_err(|e| format!("cannot open history in {}: {e}", config.data_dir.display()))?,
+    );
+    let (engine, tasks) = Engine::start(config.engine.clone(), store)?;
+    let verifier = Arc::new(Verifier::new(
+        secret.as_bytes(),
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    ));
+    let shutdown = Shutdown::new();
+    let config = Arc::new(config);
+    let state = AppState {
+        engine: engine.clone(),
+        config: config.clone(),
+        verifier,
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+    };
+
+    // Housekeeping: prune idle rate-limit keys; run the metrics recorder's upkeep.
+    let housekeeping = {
+        let engine = engine.clone();
+        let token = shutdown.token.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut n: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                n += 1;
+                if let Some(h) = &metrics {
+                    h.run_upkeep();
+                }
+                if n % 12 == 0 {
+                    engine.limits().prune();
+                }
+            }
+        })
+    };
+
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, shards = config.engine.shards, data_dir = %config.data_dir.display(), "roomcast listening");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let token = shutdown.token.clone();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .into_future(),
+    );
+
+    shutdown_signal.await;
+    tracing::info!("shutting down: draining");
+    shutdown.start_draining();
+    if !config.shutdown_drain_delay.is_zero() {
+        tokio::time::sleep(config.shutdown_drain_delay).await;
+    }
+    shutdown.token.cancel();
+    let asked = engine.close_all(Disconnect::SHUTDOWN);
+    shutdown.tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, shutdown.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = shutdown.tracker.len(),
+            "connections still open at the shutdown deadline"
+        );
+    }
+    engine.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = housekeeping.await;
+    drop(tasks);
+    tracing::info!(
+        connections_closed = asked,
+        "shutdown complete: history flushed"
+    );
+    Ok(())
+}

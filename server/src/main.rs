@@ -1,1 +1,139 @@
-fn main(){}
+//! The `roomcast` binary: `roomcast [serve]` runs the server, `roomcast token` mints a
+//! token with the configured (or dev) secret.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use roomcast_server::config::Config;
+use roomcast_server::{auth, resolve_secret, shutdown, telemetry};
+
+const USAGE: &str = "usage:
+  roomcast [serve]                       run the server (configuration: environment, see README)
+  roomcast token --user ID [--name NAME] [--admin] [--ttl SECONDS]
+                                         print a token signed with JWT_SECRET or the dev secret";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(),
+        Some("token") => token(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown command {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(config.log_json);
+    let metrics = match telemetry::init_metrics() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics recorder not installed");
+            None
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let addr = std::net::SocketAddr::new(config.bind, config.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        // One line on stdout that scripts and tests wait for.
+        println!("roomcast listening on http://{bound}");
+        let _ = std::io::stdout().flush();
+        roomcast_server::run(listener, config, metrics, shutdown::signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "roomcast failed");
+            eprintln!("roomcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(args: &[String]) -> ExitCode {
+    let mut user = None;
+    let mut name = None;
+    let mut admin = false;
+    let mut ttl: u64 = 24 * 3600;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--user" => user = it.next().cloned(),
+            "--name" => name = it.next().cloned(),
+            "--admin" => admin = true,
+            "--ttl" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(v) => ttl = v,
+                None => {
+                    eprintln!("--ttl needs a number of seconds\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("unknown option {other:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        eprintln!("--user is required\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let secret = match resolve_secret(&config) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = name.unwrap_or_else(|| user.clone());
+    match auth::mint(
+        secret.as_bytes(),
+        &user,
+        &name,
+        admin,
+        ttl,
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    ) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot mint a token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

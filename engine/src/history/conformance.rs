@@ -23,8 +23,24 @@ fn ids(page: &[ChatMessage]) -> Vec<MessageId> {
     page.iter().map(|m| m.message_id).collect()
 }
 
-async fn page(store: &dyn HistoryStore, room: &str, before: Option<u64>, after: Option<u64>, limit: usize) -> Vec<u64> {
-    match store.page(room, PageQuery { before, after, limit }).await {
+async fn page(
+    store: &dyn HistoryStore,
+    room: &str,
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: usize,
+) -> Vec<u64> {
+    match store
+        .page(
+            room,
+            PageQuery {
+                before,
+                after,
+                limit,
+            },
+        )
+        .await
+    {
         Ok(p) => ids(&p),
         Err(e) => panic!("page failed: {e}"),
     }
@@ -35,11 +51,17 @@ async fn page(store: &dyn HistoryStore, room: &str, before: Option<u64>, after: 
 pub async fn run(store: &dyn HistoryStore) {
     // Appending: batches, outcomes, duplicates by clientMsgId within and across batches.
     let batch = WriteBatch {
-        messages: (1..=10).map(|i| message("room-a", i * 10, "alice", Some(&format!("c{i}")))).collect(),
+        messages: (1..=10)
+            .map(|i| message("room-a", i * 10, "alice", Some(&format!("c{i}"))))
+            .collect(),
         audit: vec![],
     };
     let out = store.append(batch).await.expect("append");
-    assert_eq!(out, vec![AppendOutcome::Stored; 10], "every new message is stored");
+    assert_eq!(
+        out,
+        vec![AppendOutcome::Stored; 10],
+        "every new message is stored"
+    );
 
     let dup = WriteBatch {
         messages: vec![
@@ -65,26 +87,86 @@ pub async fn run(store: &dyn HistoryStore) {
         ],
         "(room, user, clientMsgId) and (room, id) are unique"
     );
-    assert_eq!(store.find_client_msg("room-a", "alice", "c3").await.expect("find"), Some(30));
-    assert_eq!(store.find_client_msg("room-a", "alice", "nope").await.expect("find"), None);
-    assert_eq!(store.find_client_msg("room-b", "alice", "c3").await.expect("find"), Some(220));
-    let original = store.get("room-a", 10).await.expect("get").expect("present");
-    assert_eq!(original.user_id, "alice", "a duplicate id overwrites nothing");
+    assert_eq!(
+        store
+            .find_client_msg("room-a", "alice", "c3")
+            .await
+            .expect("find"),
+        Some(30)
+    );
+    assert_eq!(
+        store
+            .find_client_msg("room-a", "alice", "nope")
+            .await
+            .expect("find"),
+        None
+    );
+    assert_eq!(
+        store
+            .find_client_msg("room-b", "alice", "c3")
+            .await
+            .expect("find"),
+        Some(220)
+    );
+    let original = store
+        .get("room-a", 10)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        original.user_id, "alice",
+        "a duplicate id overwrites nothing"
+    );
 
     // room-a now holds 10..=100 step 10, 210, 230.
     let all = vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 210, 230];
-    assert_eq!(page(store, "room-a", None, None, 100).await, all, "ascending order");
-    assert_eq!(page(store, "room-a", None, None, 3).await, vec![100, 210, 230], "no bounds: newest");
-    assert_eq!(page(store, "room-a", Some(100), None, 3).await, vec![70, 80, 90], "before: newest below");
-    assert_eq!(page(store, "room-a", None, Some(20), 3).await, vec![30, 40, 50], "after: oldest above");
-    assert_eq!(page(store, "room-a", Some(90), Some(20), 3).await, vec![60, 70, 80], "both: newest in range");
-    assert_eq!(page(store, "room-a", Some(11), Some(9), 3).await, vec![10], "bounds are exclusive");
+    assert_eq!(
+        page(store, "room-a", None, None, 100).await,
+        all,
+        "ascending order"
+    );
+    assert_eq!(
+        page(store, "room-a", None, None, 3).await,
+        vec![100, 210, 230],
+        "no bounds: newest"
+    );
+    assert_eq!(
+        page(store, "room-a", Some(100), None, 3).await,
+        vec![70, 80, 90],
+        "before: newest below"
+    );
+    assert_eq!(
+        page(store, "room-a", None, Some(20), 3).await,
+        vec![30, 40, 50],
+        "after: oldest above"
+    );
+    assert_eq!(
+        page(store, "room-a", Some(90), Some(20), 3).await,
+        vec![60, 70, 80],
+        "both: newest in range"
+    );
+    assert_eq!(
+        page(store, "room-a", Some(11), Some(9), 3).await,
+        vec![10],
+        "bounds are exclusive"
+    );
     assert!(page(store, "room-a", Some(10), None, 3).await.is_empty());
     assert!(page(store, "room-a", Some(0), None, 3).await.is_empty());
-    assert!(page(store, "room-a", None, Some(u64::MAX), 3).await.is_empty());
+    assert!(
+        page(store, "room-a", None, Some(u64::MAX), 3)
+            .await
+            .is_empty()
+    );
     assert!(page(store, "room-a", None, None, 0).await.is_empty());
-    assert!(page(store, "room-zzz", None, None, 10).await.is_empty(), "unknown room is empty");
-    assert_eq!(page(store, "room-b", None, None, 10).await, vec![220], "rooms are separate");
+    assert!(
+        page(store, "room-zzz", None, None, 10).await.is_empty(),
+        "unknown room is empty"
+    );
+    assert_eq!(
+        page(store, "room-b", None, None, 10).await,
+        vec![220],
+        "rooms are separate"
+    );
 
     // Walking backwards page by page visits every message once.
     let mut seen = Vec::new();
@@ -101,12 +183,30 @@ pub async fn run(store: &dyn HistoryStore) {
 
     // Tombstones keep the place, drop the content, and are idempotent.
     assert!(store.tombstone("room-a", 40).await.expect("tombstone"));
-    assert!(store.tombstone("room-a", 40).await.expect("tombstone again"));
-    assert!(!store.tombstone("room-a", 41).await.expect("tombstone missing"));
-    let t = store.get("room-a", 40).await.expect("get").expect("still there");
+    assert!(
+        store
+            .tombstone("room-a", 40)
+            .await
+            .expect("tombstone again")
+    );
+    assert!(
+        !store
+            .tombstone("room-a", 41)
+            .await
+            .expect("tombstone missing")
+    );
+    let t = store
+        .get("room-a", 40)
+        .await
+        .expect("get")
+        .expect("still there");
     assert!(t.deleted && t.content.is_empty());
     assert_eq!(t.user_id, "alice");
-    assert_eq!(page(store, "room-a", Some(50), Some(30), 10).await, vec![40], "tombstones stay in pages");
+    assert_eq!(
+        page(store, "room-a", Some(50), Some(30), 10).await,
+        vec![40],
+        "tombstones stay in pages"
+    );
     assert_eq!(store.get("room-a", 41).await.expect("get"), None);
 
     // Audit entries: stored with the batch, read in id order.
@@ -120,12 +220,24 @@ pub async fn run(store: &dyn HistoryStore) {
         detail: "1 word".into(),
     };
     store
-        .append(WriteBatch { messages: vec![message("room-c", 5, "z", None)], audit: vec![entry(2), entry(1)] })
+        .append(WriteBatch {
+            messages: vec![message("room-c", 5, "z", None)],
+            audit: vec![entry(2), entry(1)],
+        })
         .await
         .expect("append audit");
-    store.append(WriteBatch { messages: vec![], audit: vec![entry(3)] }).await.expect("audit only");
+    store
+        .append(WriteBatch {
+            messages: vec![],
+            audit: vec![entry(3)],
+        })
+        .await
+        .expect("audit only");
     let audit = store.audit_page(None, 10).await.expect("audit page");
-    assert_eq!(audit.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        audit.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!(audit[0], entry(1));
     let audit = store.audit_page(Some(1), 1).await.expect("audit page");
     assert_eq!(audit.iter().map(|a| a.id).collect::<Vec<_>>(), vec![2]);

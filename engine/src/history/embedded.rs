@@ -69,7 +69,8 @@ impl EmbeddedStore {
 
     fn append_sync(db: &Database, batch: &WriteBatch) -> Result<Vec<AppendOutcome>, StoreError> {
         let mut txn = db.begin_write().map_err(StoreError::backend)?;
-        txn.set_durability(Durability::Immediate).map_err(StoreError::backend)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StoreError::backend)?;
         let mut outcomes = Vec::with_capacity(batch.messages.len());
         {
             let mut messages = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
@@ -81,19 +82,25 @@ impl EmbeddedStore {
                         outcomes.push(AppendOutcome::Duplicate(existing.value()));
                         continue;
                     }
-                    client_ids.insert(key, m.message_id).map_err(StoreError::backend)?;
+                    client_ids
+                        .insert(key, m.message_id)
+                        .map_err(StoreError::backend)?;
                 }
                 let key = (m.room_id.as_str(), m.message_id);
                 if messages.get(key).map_err(StoreError::backend)?.is_some() {
                     outcomes.push(AppendOutcome::Duplicate(m.message_id));
                     continue;
                 }
-                messages.insert(key, encode(m)?.as_slice()).map_err(StoreError::backend)?;
+                messages
+                    .insert(key, encode(m)?.as_slice())
+                    .map_err(StoreError::backend)?;
                 outcomes.push(AppendOutcome::Stored);
             }
             let mut audit = txn.open_table(AUDIT).map_err(StoreError::backend)?;
             for a in &batch.audit {
-                audit.insert(a.id, encode(a)?.as_slice()).map_err(StoreError::backend)?;
+                audit
+                    .insert(a.id, encode(a)?.as_slice())
+                    .map_err(StoreError::backend)?;
             }
         }
         txn.commit().map_err(StoreError::backend)?;
@@ -112,7 +119,9 @@ impl EmbeddedStore {
         }
         let txn = db.begin_read().map_err(StoreError::backend)?;
         let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
-        let range = table.range((room, lo)..=(room, hi)).map_err(StoreError::backend)?;
+        let range = table
+            .range((room, lo)..=(room, hi))
+            .map_err(StoreError::backend)?;
         let mut out = Vec::with_capacity(q.limit.min(1024));
         if q.before.is_none() && q.after.is_some() {
             for item in range.take(q.limit) {
@@ -142,7 +151,8 @@ impl HistoryStore for EmbeddedStore {
 
     async fn page(&self, room_id: &str, query: PageQuery) -> Result<Vec<ChatMessage>, StoreError> {
         let room = room_id.to_owned();
-        self.blocking(move |db| Self::page_sync(db, &room, query)).await
+        self.blocking(move |db| Self::page_sync(db, &room, query))
+            .await
     }
 
     async fn get(&self, room_id: &str, id: MessageId) -> Result<Option<ChatMessage>, StoreError> {
@@ -150,7 +160,9 @@ impl HistoryStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
-            let v = table.get((room.as_str(), id)).map_err(StoreError::backend)?;
+            let v = table
+                .get((room.as_str(), id))
+                .map_err(StoreError::backend)?;
             v.map(|v| decode(v.value())).transpose()
         })
         .await
@@ -160,7 +172,8 @@ impl HistoryStore for EmbeddedStore {
         let room = room_id.to_owned();
         self.blocking(move |db| {
             let mut txn = db.begin_write().map_err(StoreError::backend)?;
-            txn.set_durability(Durability::Immediate).map_err(StoreError::backend)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(StoreError::backend)?;
             let found = {
                 let mut table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
                 let current: Option<ChatMessage> = table
@@ -174,7 +187,9 @@ impl HistoryStore for EmbeddedStore {
                         if !m.deleted {
                             m.deleted = true;
                             m.content.clear();
-                            table.insert((room.as_str(), id), encode(&m)?.as_slice()).map_err(StoreError::backend)?;
+                            table
+                                .insert((room.as_str(), id), encode(&m)?.as_slice())
+                                .map_err(StoreError::backend)?;
                         }
                         true
                     }
@@ -192,17 +207,27 @@ impl HistoryStore for EmbeddedStore {
         user_id: &str,
         client_msg_id: &str,
     ) -> Result<Option<MessageId>, StoreError> {
-        let (room, user, cid) = (room_id.to_owned(), user_id.to_owned(), client_msg_id.to_owned());
+        let (room, user, cid) = (
+            room_id.to_owned(),
+            user_id.to_owned(),
+            client_msg_id.to_owned(),
+        );
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let table = txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
-            let v = table.get((room.as_str(), user.as_str(), cid.as_str())).map_err(StoreError::backend)?;
+            let v = table
+                .get((room.as_str(), user.as_str(), cid.as_str()))
+                .map_err(StoreError::backend)?;
             Ok(v.map(|v| v.value()))
         })
         .await
     }
 
-    async fn audit_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(StoreError::backend)?;
             let table = txn.open_table(AUDIT).map_err(StoreError::backend)?;
@@ -235,11 +260,19 @@ mod tests {
         let msg = super::super::conformance::message("r", 42, "u", Some("c"));
         {
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            let out = store.append(WriteBatch { messages: vec![msg.clone()], audit: vec![] }).await;
+            let out = store
+                .append(WriteBatch {
+                    messages: vec![msg.clone()],
+                    audit: vec![],
+                })
+                .await;
             assert_eq!(out.ok(), Some(vec![AppendOutcome::Stored]));
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         assert_eq!(store.get("r", 42).await.ok().flatten(), Some(msg));
-        assert_eq!(store.find_client_msg("r", "u", "c").await.ok().flatten(), Some(42));
+        assert_eq!(
+            store.find_client_msg("r", "u", "c").await.ok().flatten(),
+            Some(42)
+        );
     }
 }

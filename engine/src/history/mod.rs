@@ -30,14 +30,23 @@ impl StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
-    /// Time-ordered, unique id (same scheme as message ids).
+    /// Time-ordered, unique id (same scheme as message ids); a decimal string on the wire.
+    #[serde(
+        serialize_with = "crate::protocol::id_str",
+        deserialize_with = "crate::protocol::de_id"
+    )]
     pub id: u64,
     pub at_ms: u64,
     /// `masked`, `rejected`, ...
     pub action: String,
     pub user_id: String,
     pub room_id: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        serialize_with = "crate::protocol::opt_id_str",
+        deserialize_with = "crate::protocol::opt_message_id"
+    )]
     pub message_id: Option<MessageId>,
     /// Human-readable detail (e.g. how many blocked words matched). Never the content.
     pub detail: String,
@@ -110,5 +119,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     ) -> Result<Option<MessageId>, StoreError>;
 
     /// Audit entries with id above `after`, oldest first, at most `limit`.
-    async fn audit_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -62,10 +62,16 @@ impl AckTo {
 }
 
 pub(crate) enum WriteOp {
-    Message { msg: ChatMessage, ack: AckTo },
+    Message {
+        msg: ChatMessage,
+        ack: AckTo,
+    },
     /// Acknowledge a message already queued or stored (a deduplicated resend). Sent
     /// through the queue so that it is answered after the original's commit.
-    AckExisting { msg: ChatMessage, ack: AckTo },
+    AckExisting {
+        msg: ChatMessage,
+        ack: AckTo,
+    },
     Audit(AuditEntry),
     Barrier(oneshot::Sender<()>),
 }
@@ -105,7 +111,9 @@ pub struct HistoryWriter {
 
 impl std::fmt::Debug for HistoryWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HistoryWriter").field("queued", &self.tx.len()).finish()
+        f.debug_struct("HistoryWriter")
+            .field("queued", &self.tx.len())
+            .finish()
     }
 }
 
@@ -146,7 +154,12 @@ impl HistoryWriter {
     }
 }
 
-async fn run(rx: flume::Receiver<WriteOp>, store: Arc<dyn HistoryStore>, max_batch: usize, failed: Arc<FailedWrites>) {
+async fn run(
+    rx: flume::Receiver<WriteOp>,
+    store: Arc<dyn HistoryStore>,
+    max_batch: usize,
+    failed: Arc<FailedWrites>,
+) {
     let mut ops = Vec::with_capacity(max_batch.min(4096));
     while let Ok(first) = rx.recv_async().await {
         ops.push(first);
@@ -162,7 +175,11 @@ async fn run(rx: flume::Receiver<WriteOp>, store: Arc<dyn HistoryStore>, max_bat
 }
 
 /// Retry delays after a failed commit; the batch is abandoned after the last.
-const RETRIES: [Duration; 3] = [Duration::from_millis(50), Duration::from_millis(250), Duration::from_secs(1)];
+const RETRIES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+];
 
 async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &FailedWrites) {
     let mut batch = WriteBatch::default();
@@ -193,7 +210,8 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
             }
         };
         metrics::histogram!(m::STORE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::STORE_BATCH_SIZE).record((batch.messages.len() + batch.audit.len()) as f64);
+        metrics::histogram!(m::STORE_BATCH_SIZE)
+            .record((batch.messages.len() + batch.audit.len()) as f64);
         result
     };
 
@@ -208,29 +226,44 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
                 let result = match (stored_ok, outcomes.next()) {
                     (true, Some(AppendOutcome::Stored)) => {
                         metrics::counter!(m::MESSAGES_STORED).increment(1);
-                        Ok(Acked { message: msg, duplicate: false })
+                        Ok(Acked {
+                            message: msg,
+                            duplicate: false,
+                        })
                     }
                     (true, Some(AppendOutcome::Duplicate(original))) => {
                         let mut message = msg;
                         message.message_id = original;
-                        Ok(Acked { message, duplicate: true })
+                        Ok(Acked {
+                            message,
+                            duplicate: true,
+                        })
                     }
                     _ => {
                         failed.insert(msg.message_id);
-                        Err(ClientError::new(ErrorCode::StoreUnavailable, "the message could not be stored; retry with the same clientMsgId")
-                            .in_room(&msg.room_id)
-                            .for_client_msg(msg.client_msg_id.as_deref()))
+                        Err(ClientError::new(
+                            ErrorCode::StoreUnavailable,
+                            "the message could not be stored; retry with the same clientMsgId",
+                        )
+                        .in_room(&msg.room_id)
+                        .for_client_msg(msg.client_msg_id.as_deref()))
                     }
                 };
                 ack.send(result);
             }
             WriteOp::AckExisting { msg, ack } => {
                 let result = if failed.contains(msg.message_id) {
-                    Err(ClientError::new(ErrorCode::StoreUnavailable, "the message could not be stored; retry with the same clientMsgId")
-                        .in_room(&msg.room_id)
-                        .for_client_msg(msg.client_msg_id.as_deref()))
+                    Err(ClientError::new(
+                        ErrorCode::StoreUnavailable,
+                        "the message could not be stored; retry with the same clientMsgId",
+                    )
+                    .in_room(&msg.room_id)
+                    .for_client_msg(msg.client_msg_id.as_deref()))
                 } else {
-                    Ok(Acked { message: msg, duplicate: true })
+                    Ok(Acked {
+                        message: msg,
+                        duplicate: true,
+                    })
                 };
                 ack.send(result);
             }
@@ -256,7 +289,10 @@ mod tests {
         let mut replies = Vec::new();
         for (id, cid) in [(1, "a"), (2, "b"), (3, "a")] {
             let (tx, rx) = oneshot::channel();
-            let op = WriteOp::Message { msg: message("r", id, "u", Some(cid)), ack: AckTo::Reply(tx) };
+            let op = WriteOp::Message {
+                msg: message("r", id, "u", Some(cid)),
+                ack: AckTo::Reply(tx),
+            };
             assert!(writer.try_send(op).is_ok());
             replies.push(rx);
         }
@@ -264,7 +300,13 @@ mod tests {
         for rx in replies {
             let acked = rx.await.expect("reply").expect("stored");
             // durable before the ack: the store already has it
-            assert!(store.get("r", acked.message.message_id).await.expect("get").is_some());
+            assert!(
+                store
+                    .get("r", acked.message.message_id)
+                    .await
+                    .expect("get")
+                    .is_some()
+            );
             got.push((acked.message.message_id, acked.duplicate));
         }
         assert_eq!(got, vec![(1, false), (2, false), (1, true)]);

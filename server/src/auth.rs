@@ -1,0 +1,297 @@
+//! Authentication: JWT (HS256, `alg` pinned) from `?token=` or `Authorization: Bearer`,
+//! turned into a [`Principal`]. Also mints tokens for `roomcast token` and manages the
+//! dev-mode secret kept in the data directory.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use roomcast_engine::UserInfo;
+use serde::{Deserialize, Serialize};
+
+/// An authenticated caller. Only [`Verifier::verify`] makes one, so holding a
+/// `Principal` proves the token was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    user: UserInfo,
+}
+
+impl Principal {
+    pub fn user(&self) -> &UserInfo {
+        &self.user
+    }
+
+    pub fn into_user(self) -> UserInfo {
+        self.user
+    }
+}
+
+/// Why a token was refused (the metric label and the 401 message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required (?token= or Authorization: Bearer)")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token lacks a required claim (sub, username, exp) or has a malformed one")]
+    Claims,
+    #[error("the token's issuer or audience is not accepted")]
+    IssuerOrAudience,
+    #[error("the token is malformed")]
+    Malformed,
+}
+
+impl AuthError {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Expired => "expired",
+            Self::Algorithm => "algorithm",
+            Self::Signature => "signature",
+            Self::Claims => "claims",
+            Self::IssuerOrAudience => "issuer_audience",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(
+        rename = "cognito:username",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    cognito_username: Option<String>,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
+    #[serde(
+        rename = "cognito:groups",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    cognito_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+/// Checks tokens.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier")
+    }
+}
+
+impl Verifier {
+    pub fn new(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        match issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::UnsupportedAlgorithm => AuthError::Algorithm,
+                ErrorKind::InvalidSignature => AuthError::Signature,
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                    AuthError::IssuerOrAudience
+                }
+                ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::Json(_) => AuthError::Claims,
+                _ => AuthError::Malformed,
+            },
+        )?;
+        let c = data.claims;
+        let username = c
+            .username
+            .or(c.cognito_username)
+            .filter(|u| !u.is_empty())
+            .ok_or(AuthError::Claims)?;
+        if c.sub.is_empty() || c.sub.len() > 128 || username.len() > 128 {
+            return Err(AuthError::Claims);
+        }
+        let is_admin = c
+            .roles
+            .iter()
+            .chain(&c.cognito_groups)
+            .any(|r| r == "admin");
+        Ok(Principal {
+            user: UserInfo {
+                user_id: c.sub,
+                username,
+                is_admin,
+            },
+        })
+    }
+}
+
+/// Mints an HS256 token for `user_id` valid for `ttl_secs`.
+pub fn mint(
+    secret: &[u8],
+    user_id: &str,
+    username: &str,
+    admin: bool,
+    ttl_secs: u64,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<String, String> {
+    let now = roomcast_engine::clock::now_unix_ms() / 1000;
+    let claims = Claims {
+        sub: user_id.to_owned(),
+        username: Some(username.to_owned()),
+        cognito_username: None,
+        exp: now + ttl_secs,
+        roles: if admin { vec!["admin".into()] } else { vec![] },
+        cognito_groups: vec![],
+        iss: issuer.map(str::to_owned),
+        aud: audience.map(str::to_owned),
+        iat: Some(now),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The dev-mode secret file in the data directory.
+pub fn dev_secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("jwt-secret")
+}
+
+/// Reads the dev secret, creating it (32 random bytes, hex, mode 0600) if absent.
+pub fn load_or_create_dev_secret(data_dir: &Path) -> std::io::Result<(String, bool)> {
+    let path = dev_secret_path(data_dir);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_owned();
+        if s.len() >= 16 {
+            return Ok((s, false));
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok((secret, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123";
+
+    #[test]
+    fn accepts_minted_tokens_and_reads_admin_roles() {
+        let v = Verifier::new(SECRET, None, None);
+        let t = mint(SECRET, "u1", "Alice", true, 60, None, None).expect("mint");
+        let p = v.verify(&t).expect("valid");
+        assert_eq!(p.user().user_id, "u1");
+        assert_eq!(p.user().username, "Alice");
+        assert!(p.user().is_admin);
+        let t = mint(SECRET, "u2", "Bob", false, 60, None, None).expect("mint");
+        assert!(!v.verify(&t).expect("valid").user().is_admin);
+    }
+
+    #[test]
+    fn refuses_bad_tokens_with_a_reason() {
+        let v = Verifier::new(SECRET, None, None);
+        let other = mint(b"another-secret-0000", "u", "U", false, 60, None, None).expect("mint");
+        assert_eq!(v.verify(&other), Err(AuthError::Signature));
+        assert_eq!(v.verify("nonsense"), Err(AuthError::Malformed));
+        let expired = {
+            let now = roomcast_engine::clock::now_unix_ms() / 1000;
+            let claims = serde_json::json!({"sub": "u", "username": "U", "exp": now - 3600});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .expect("encode")
+        };
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        let hs512 = {
+            let claims = serde_json::json!({"sub": "u", "username": "U", "exp": u64::MAX / 2});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS512),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .expect("encode")
+        };
+        assert_eq!(v.verify(&hs512), Err(AuthError::Algorithm));
+        let no_username = {
+            let claims = serde_json::json!({"sub": "u", "exp": u64::MAX / 2});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .expect("encode")
+        };
+        assert_eq!(v.verify(&no_username), Err(AuthError::Claims));
+    }
+
+    #[test]
+    fn checks_issuer_and_audience_when_configured() {
+        let v = Verifier::new(SECRET, Some("iss-a"), Some("aud-a"));
+        let good = mint(SECRET, "u", "U", false, 60, Some("iss-a"), Some("aud-a")).expect("mint");
+        assert!(v.verify(&good).is_ok());
+        let bad = mint(SECRET, "u", "U", false, 60, Some("iss-b"), Some("aud-a")).expect("mint");
+        assert_eq!(v.verify(&bad), Err(AuthError::IssuerOrAudience));
+    }
+
+    #[test]
+    fn dev_secret_is_created_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, created) = load_or_create_dev_secret(dir.path()).expect("create");
+        assert!(created && a.len() == 64);
+        let (b, created) = load_or_create_dev_secret(dir.path()).expect("load");
+        assert!(!created);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,300 @@
+//! Configuration: every environment variable roomcast reads, parsed and validated in
+//! one place, with the defaults documented in the README's configuration table. Names
+//! follow the seed where it has one (`PORT`, `JWT_SECRET`, `RATE_LIMIT_*`,
+//! `ENABLE_MODERATION`, `MAX_MESSAGE_LENGTH`, `NODE_ENV`); ours start with `ROOMCAST_`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use roomcast_engine::EngineConfig;
+use roomcast_engine::moderation::{ModerationConfig, ModerationMode};
+use roomcast_engine::ratelimit::RateLimitConfig;
+
+/// A configuration error: which variable, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+/// The server's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub production: bool,
+    /// `JWT_SECRET`; `None` means dev mode (a generated secret kept in the data dir).
+    pub jwt_secret: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// Largest accepted WebSocket message (after reassembling fragments), bytes.
+    pub max_frame_bytes: usize,
+    /// How long one socket write may take before the client counts as dead.
+    pub write_timeout: Duration,
+    /// How long `/readyz` reports draining before the listener closes.
+    pub shutdown_drain_delay: Duration,
+    /// How long shutdown waits for connections to close.
+    pub shutdown_timeout: Duration,
+    pub echo_endpoint: bool,
+    pub log_json: bool,
+    pub engine: EngineConfig,
+}
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn get(env: Env<'_>, var: &'static str) -> Option<String> {
+    env(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn parse<T: std::str::FromStr>(
+    env: Env<'_>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(env, var) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e| ConfigError {
+            var,
+            problem: format!("cannot parse {v:?}: {e}"),
+        }),
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    env: Env<'_>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let v = parse(env, var, default)?;
+    if v <= T::default() {
+        return Err(ConfigError {
+            var,
+            problem: "must be greater than zero".into(),
+        });
+    }
+    Ok(v)
+}
+
+fn flag(env: Env<'_>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match get(env, var).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(v) => Err(ConfigError {
+            var,
+            problem: format!("expected true or false, got {v:?}"),
+        }),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `env` (tests pass a map).
+    pub fn from_lookup(env: Env<'_>) -> Result<Self, ConfigError> {
+        let defaults = EngineConfig::default();
+        let mode = match get(env, "ROOMCAST_MODERATION_MODE").as_deref() {
+            None | Some("mask") => ModerationMode::Mask,
+            Some("reject") => ModerationMode::Reject,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "ROOMCAST_MODERATION_MODE",
+                    problem: format!("expected mask or reject, got {other:?}"),
+                });
+            }
+        };
+        let node_id: u16 = parse(env, "ROOMCAST_NODE_ID", 0)?;
+        if node_id > roomcast_engine::ids::MAX_NODE_ID {
+            return Err(ConfigError {
+                var: "ROOMCAST_NODE_ID",
+                problem: "must be 0-255".into(),
+            });
+        }
+        let shards: usize = positive(env, "ROOMCAST_SHARDS", defaults.shards)?;
+        if shards >= roomcast_engine::ids::MAX_SHARDS {
+            return Err(ConfigError {
+                var: "ROOMCAST_SHARDS",
+                problem: "must be 1-31".into(),
+            });
+        }
+        let engine = EngineConfig {
+            node_id,
+            shards,
+            shard_queue: positive(env, "ROOMCAST_SHARD_QUEUE", defaults.shard_queue)?,
+            outbox_max_bytes: positive(
+                env,
+                "ROOMCAST_OUTBOX_MAX_BYTES",
+                defaults.outbox_max_bytes,
+            )?,
+            max_rooms_per_connection: positive(
+                env,
+                "ROOMCAST_MAX_ROOMS_PER_CONNECTION",
+                defaults.max_rooms_per_connection,
+            )?,
+            max_connections_per_user: positive(
+                env,
+                "ROOMCAST_MAX_CONNECTIONS_PER_USER",
+                defaults.max_connections_per_user,
+            )?,
+            recovery_max_messages: positive(
+                env,
+                "ROOMCAST_RECOVERY_MAX_MESSAGES",
+                defaults.recovery_max_messages,
+            )?,
+            dedupe_window: positive(env, "ROOMCAST_DEDUPE_WINDOW", defaults.dedupe_window)?,
+            writer_queue: positive(env, "ROOMCAST_HISTORY_QUEUE", defaults.writer_queue)?,
+            writer_max_batch: positive(
+                env,
+                "ROOMCAST_HISTORY_MAX_BATCH",
+                defaults.writer_max_batch,
+            )?,
+            rate: RateLimitConfig {
+                window: Duration::from_millis(positive(env, "RATE_LIMIT_WINDOW_MS", 60_000u64)?),
+                max_messages: positive(env, "RATE_LIMIT_MAX_MESSAGES", 30u32)?,
+                connects_per_ip_per_sec: positive(env, "ROOMCAST_CONNECT_RATE_PER_IP", 20u32)?,
+                typing_per_sec: positive(env, "ROOMCAST_TYPING_RATE_PER_SEC", 4u32)?,
+            },
+            moderation: ModerationConfig {
+                enabled: flag(env, "ENABLE_MODERATION", true)?,
+                max_message_length: positive(env, "MAX_MESSAGE_LENGTH", 1000usize)?,
+                blocked_words: get(env, "ROOMCAST_BLOCKED_WORDS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(|w| w.trim().to_owned())
+                            .filter(|w| !w.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                mode,
+            },
+        };
+        let production = get(env, "NODE_ENV").is_some_and(|v| v.eq_ignore_ascii_case("production"));
+        let jwt_secret = get(env, "JWT_SECRET");
+        if production && jwt_secret.is_none() {
+            return Err(ConfigError {
+                var: "JWT_SECRET",
+                problem: "is required when NODE_ENV=production".into(),
+            });
+        }
+        if let Some(s) = &jwt_secret {
+            if s.len() < 16 {
+                return Err(ConfigError {
+                    var: "JWT_SECRET",
+                    problem: "must be at least 16 bytes".into(),
+                });
+            }
+        }
+        Ok(Self {
+            bind: parse(env, "ROOMCAST_BIND", IpAddr::from([0, 0, 0, 0]))?,
+            port: parse(env, "PORT", 8000)?,
+            data_dir: get(env, "ROOMCAST_DATA_DIR")
+                .map_or_else(|| PathBuf::from("data"), PathBuf::from),
+            production,
+            jwt_secret,
+            jwt_issuer: get(env, "ROOMCAST_JWT_ISSUER"),
+            jwt_audience: get(env, "ROOMCAST_JWT_AUDIENCE"),
+            max_frame_bytes: positive(env, "ROOMCAST_MAX_FRAME_BYTES", 64 * 1024)?,
+            write_timeout: Duration::from_millis(positive(
+                env,
+                "ROOMCAST_WRITE_TIMEOUT_MS",
+                10_000u64,
+            )?),
+            shutdown_drain_delay: Duration::from_millis(parse(
+                env,
+                "ROOMCAST_SHUTDOWN_DRAIN_DELAY_MS",
+                0u64,
+            )?),
+            shutdown_timeout: Duration::from_millis(positive(
+                env,
+                "ROOMCAST_SHUTDOWN_TIMEOUT_MS",
+                10_000u64,
+            )?),
+            echo_endpoint: flag(env, "ROOMCAST_ECHO_ENDPOINT", false)?,
+            log_json: get(env, "ROOMCAST_LOG_FORMAT").is_some_and(|v| v == "json"),
+            engine,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(&|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.engine.rate.window, Duration::from_millis(60_000));
+        assert_eq!(c.engine.rate.max_messages, 30);
+        assert_eq!(c.engine.moderation.max_message_length, 1000);
+        assert!(c.engine.moderation.enabled);
+        assert_eq!(c.engine.outbox_max_bytes, 1 << 20);
+        assert_eq!(c.max_frame_bytes, 64 * 1024);
+        assert!(c.jwt_secret.is_none());
+        assert!(!c.echo_endpoint);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[("PORT", "eighty")]).err().map(|e| e.var);
+        assert_eq!(e, Some("PORT"));
+        assert_eq!(
+            config(&[("RATE_LIMIT_MAX_MESSAGES", "0")])
+                .err()
+                .map(|e| e.var),
+            Some("RATE_LIMIT_MAX_MESSAGES")
+        );
+        assert_eq!(
+            config(&[("ENABLE_MODERATION", "maybe")])
+                .err()
+                .map(|e| e.var),
+            Some("ENABLE_MODERATION")
+        );
+        assert_eq!(
+            config(&[("ROOMCAST_SHARDS", "64")]).err().map(|e| e.var),
+            Some("ROOMCAST_SHARDS")
+        );
+        assert_eq!(
+            config(&[("NODE_ENV", "production")]).err().map(|e| e.var),
+            Some("JWT_SECRET")
+        );
+        assert_eq!(
+            config(&[("JWT_SECRET", "short")]).err().map(|e| e.var),
+            Some("JWT_SECRET")
+        );
+    }
+
+    #[test]
+    fn lists_and_modes_parse() {
+        let c = config(&[
+            ("ROOMCAST_BLOCKED_WORDS", "darn, heck,,"),
+            ("ROOMCAST_MODERATION_MODE", "reject"),
+        ])
+        .expect("valid");
+        assert_eq!(c.engine.moderation.blocked_words, vec!["darn", "heck"]);
+        assert_eq!(c.engine.moderation.mode, ModerationMode::Reject);
+    }
+}

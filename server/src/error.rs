@@ -1,0 +1,149 @@
+//! The HTTP boundary's one error type, [`ApiError`], and the single mapping from domain
+//! errors to HTTP statuses. Bodies are `{"error":{"code","message","details"}}` with a
+//! stable `code`; internals are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use roomcast_engine::{ClientError, ErrorCode};
+use serde_json::json;
+
+use crate::auth::AuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{message}")]
+    BadRequest {
+        field: &'static str,
+        message: String,
+    },
+    #[error("too many connection attempts")]
+    ConnectRateLimited { retry_after_ms: u64 },
+    #[error("this endpoint needs a WebSocket upgrade request")]
+    UpgradeRequired,
+    #[error("this needs an administrator token")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The HTTP status for an engine error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidJson
+        | ErrorCode::InvalidField
+        | ErrorCode::InvalidRoom
+        | ErrorCode::EmptyMessage => StatusCode::BAD_REQUEST,
+        ErrorCode::UnknownType => StatusCode::BAD_REQUEST,
+        ErrorCode::NotMember => StatusCode::NOT_FOUND,
+        ErrorCode::TooManyRooms | ErrorCode::TooManyConnections | ErrorCode::RateLimited => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        ErrorCode::MessageTooLong => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MessageBlocked => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Overloaded | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    fn parts(
+        &self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        String,
+        serde_json::Value,
+        Option<u64>,
+    ) {
+        match self {
+            ApiError::Auth(e) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                e.to_string(),
+                json!({"reason": e.label()}),
+                None,
+            ),
+            ApiError::Client(e) => {
+                let details = json!({"roomId": e.room_id, "clientMsgId": e.client_msg_id});
+                (
+                    status_of(e.code),
+                    e.code.as_str(),
+                    e.message.clone(),
+                    details,
+                    e.retry_after_ms,
+                )
+            }
+            ApiError::BadRequest { field, message } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                message.clone(),
+                json!({"field": field}),
+                None,
+            ),
+            ApiError::ConnectRateLimited { retry_after_ms } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many connection attempts from this address".into(),
+                json!({"retryAfterMs": retry_after_ms}),
+                Some(*retry_after_ms),
+            ),
+            ApiError::UpgradeRequired => (
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                self.to_string(),
+                json!({}),
+                None,
+            ),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                self.to_string(),
+                json!({}),
+                None,
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".into(),
+                json!({}),
+                None,
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                    json!({}),
+                    None,
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, details, retry_after_ms) = self.parts();
+        let body = json!({"error": {"code": code, "message": message, "details": details}});
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(ms) = retry_after_ms {
+            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

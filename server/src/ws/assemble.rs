@@ -1,0 +1,158 @@
+//! Reassembles fragmented WebSocket messages with a cap on the whole message (the
+//! library's limit applies per frame only) and checks text as it arrives, so invalid
+//! UTF-8 fails on the fragment that carries it.
+
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{Frame, OpCode};
+
+/// A complete message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AssembleError {
+    /// A continuation without a start, or a new message inside a fragmented one.
+    Protocol,
+    TooBig,
+    InvalidUtf8,
+}
+
+pub(crate) struct Assembler {
+    max: usize,
+    buf: BytesMut,
+    /// The message in progress: `Some(is_text)`.
+    open: Option<bool>,
+    /// Bytes of `buf` already checked to be valid UTF-8.
+    valid: usize,
+}
+
+impl Assembler {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            buf: BytesMut::new(),
+            open: None,
+            valid: 0,
+        }
+    }
+
+    /// Feeds a data frame (text, binary or continuation). `Ok(Some)` completes a message.
+    pub(crate) fn push(&mut self, frame: Frame<'_>) -> Result<Option<Message>, AssembleError> {
+        let is_text = match frame.opcode {
+            OpCode::Text | OpCode::Binary if self.open.is_some() => {
+                return Err(AssembleError::Protocol);
+            }
+            OpCode::Text => true,
+            OpCode::Binary => false,
+            OpCode::Continuation => self.open.ok_or(AssembleError::Protocol)?,
+            _ => return Ok(None),
+        };
+        if frame.fin && self.open.is_none() {
+            // The common case: one unfragmented frame, no copy. (The library already
+            // checked a final text frame's UTF-8.)
+            if frame.payload.len() > self.max {
+                return Err(AssembleError::TooBig);
+            }
+            let bytes = Bytes::copy_from_slice(&frame.payload);
+            return Ok(Some(if is_text {
+                Message::Text(bytes)
+            } else {
+                Message::Binary(bytes)
+            }));
+        }
+        if self.buf.len() + frame.payload.len() > self.max {
+            return Err(AssembleError::TooBig);
+        }
+        self.open = Some(is_text);
+        self.buf.extend_from_slice(&frame.payload);
+        if is_text {
+            match std::str::from_utf8(&self.buf[self.valid..]) {
+                Ok(_) => self.valid = self.buf.len(),
+                Err(e) if e.error_len().is_some() => return Err(AssembleError::InvalidUtf8),
+                // An incomplete sequence at the end may be completed by the next fragment.
+                Err(e) => self.valid += e.valid_up_to(),
+            }
+            if frame.fin && self.valid != self.buf.len() {
+                return Err(AssembleError::InvalidUtf8);
+            }
+        }
+        if !frame.fin {
+            return Ok(None);
+        }
+        self.open = None;
+        self.valid = 0;
+        let bytes = std::mem::take(&mut self.buf).freeze();
+        Ok(Some(if is_text {
+            Message::Text(bytes)
+        } else {
+            Message::Binary(bytes)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastwebsockets::Payload;
+
+    fn frame(fin: bool, op: OpCode, data: &[u8]) -> Frame<'static> {
+        Frame::new(fin, op, None, Payload::Owned(data.to_vec()))
+    }
+
+    #[test]
+    fn joins_fragments_and_checks_utf8_across_boundaries() {
+        let mut a = Assembler::new(100);
+        let euro = "€".as_bytes(); // 3 bytes, split across fragments
+        assert_eq!(
+            a.push(frame(false, OpCode::Text, &[b'a', euro[0]])),
+            Ok(None)
+        );
+        assert_eq!(
+            a.push(frame(false, OpCode::Continuation, &euro[1..2])),
+            Ok(None)
+        );
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, &euro[2..])),
+            Ok(Some(Message::Text(Bytes::from("a€"))))
+        );
+        assert_eq!(
+            a.push(frame(true, OpCode::Binary, &[0xff])),
+            Ok(Some(Message::Binary(Bytes::from_static(&[0xff]))))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_sequences_oversize_and_invalid_text() {
+        let mut a = Assembler::new(10);
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, b"x")),
+            Err(AssembleError::Protocol)
+        );
+        let mut a = Assembler::new(10);
+        assert_eq!(a.push(frame(false, OpCode::Text, b"x")), Ok(None));
+        assert_eq!(
+            a.push(frame(true, OpCode::Text, b"y")),
+            Err(AssembleError::Protocol)
+        );
+        let mut a = Assembler::new(10);
+        assert_eq!(a.push(frame(false, OpCode::Binary, &[0; 6])), Ok(None));
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, &[0; 6])),
+            Err(AssembleError::TooBig)
+        );
+        let mut a = Assembler::new(10);
+        assert_eq!(
+            a.push(frame(false, OpCode::Text, &[0xC3, 0x28])),
+            Err(AssembleError::InvalidUtf8)
+        );
+        let mut a = Assembler::new(10);
+        assert_eq!(a.push(frame(false, OpCode::Text, &[b'a', 0xE2])), Ok(None));
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, &[])),
+            Err(AssembleError::InvalidUtf8)
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The WebSocket endpoints: `/ws` (the chat protocol) and `/ws/echo` (conformance
+//! testing, off by default). Everything that can refuse a connection happens here,
+//! before the upgrade, as an HTTP error: per-IP connect rate, token, parameters,
+//! per-user connection limit.
+
+mod assemble;
+mod conn;
+mod frame;
+mod writer;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::response::Response;
+use roomcast_engine::metrics as m;
+use roomcast_engine::protocol::validate_room_id;
+use roomcast_engine::{ClientError, ErrorCode};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The room a connection joins when the URL names none.
+pub(crate) const DEFAULT_ROOM: &str = "lobby";
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+    #[serde(rename = "roomId")]
+    room_id: Option<String>,
+    since: Option<String>,
+}
+
+pub(crate) async fn chat(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    accept(app, peer, req, false).await
+}
+
+pub(crate) async fn echo(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    accept(app, peer, req, true).await
+}
+
+fn reject(reason: &'static str) {
+    metrics::counter!(m::CONNECT_REJECTED, "reason" => reason).increment(1);
+}
+
+async fn accept(
+    app: AppState,
+    peer: SocketAddr,
+    mut req: Request,
+    echo: bool,
+) -> Result<Response, ApiError> {
+    if app.shutdown.is_draining() {
+        reject("draining");
+        return Err(ClientError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down; connect to another node",
+        )
+        .into());
+    }
+    if let Err(retry_after_ms) = app.engine.limits().check_connect(peer.ip()) {
+        reject("connect_rate");
+        metrics::counter!(m::RATE_LIMITED, "limit" => "connects").increment(1);
+        return Err(ApiError::ConnectRateLimited { retry_after_ms });
+    }
+    let query = Query::<WsQuery>::try_from_uri(req.uri()).map_err(|e| {
+        reject("bad_request");
+        ApiError::BadRequest {
+            field: "query",
+            message: e.body_text(),
+        }
+    })?;
+    let principal = app.authenticate(req.headers(), query.token.as_deref())?;
+    let initial = if echo {
+        None
+    } else {
+        let room = query
+            .room_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROOM.to_owned());
+        validate_room_id(&room).map_err(|e| {
+            reject("bad_request");
+            ApiError::from(e)
+        })?;
+        let since = match &query.since {
+            None => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                reject("bad_request");
+                ApiError::BadRequest {
+                    field: "since",
+                    message: "since must be a message id (decimal string)".into(),
+                }
+            })?),
+        };
+        Some((room, since))
+    };
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        reject("not_upgrade");
+        return Err(ApiError::UpgradeRequired);
+    }
+    let session = app.engine.connect(principal.into_user()).map_err(|e| {
+        reject("too_many_connections");
+        ApiError::from(e)
+    })?;
+    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
+        reject("bad_handshake");
+        ApiError::BadRequest {
+            field: "Sec-WebSocket-Key",
+            message: format!("invalid WebSocket handshake: {e}"),
+        }
+    })?;
+    let opts = conn::ConnOptions {
+        max_message_bytes: app.config.max_frame_bytes,
+        write_timeout: app.config.write_timeout,
+        echo,
+    };
+    app.shutdown
+        .tracker
+        .spawn(conn::serve(upgrade, session, opts, initial));
+    Ok(response.map(Body::new))
+}

@@ -1,0 +1,222 @@
+//! Bad input: each gets a typed error frame or the right close code, and nobody else
+//! is affected.
+
+use fastwebsockets::{Frame, OpCode, Payload};
+use serde_json::json;
+
+use crate::support::Server;
+
+#[tokio::test]
+async fn malformed_frames_get_typed_errors_and_the_connection_survives() {
+    let server = Server::start(&[("MAX_MESSAGE_LENGTH", "20")]).await;
+    let mut c = server.connect("alice", "r").await;
+    c.next_of("room_joined").await;
+    let cases = [
+        ("not json at all", "invalid_json"),
+        ("[1,2,3]", "invalid_json"),
+        (r#"{"type":"teleport"}"#, "unknown_type"),
+        (
+            r#"{"type":"message","roomId":"r","content":42}"#,
+            "invalid_field",
+        ),
+        (r#"{"type":"message","roomId":"r"}"#, "invalid_field"),
+        (
+            r#"{"type":"typing","roomId":"r","isTyping":"yes"}"#,
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"join_room","roomId":"bad room!"}"#,
+            "invalid_room",
+        ),
+        (
+            r#"{"type":"join_room","roomId":"x","since":"abc"}"#,
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"message","roomId":"r","content":"   "}"#,
+            "empty_message",
+        ),
+        (
+            r#"{"type":"message","roomId":"r","content":"this is far longer than twenty characters"}"#,
+            "message_too_long",
+        ),
+        (
+            r#"{"type":"message","roomId":"r","content":"ok","clientMsgId":""}"#,
+            "invalid_field",
+        ),
+    ];
+    for (frame, code) in cases {
+        c.send_text(frame).await;
+        let e = c.next_of("error").await;
+        assert_eq!(e["code"], code, "frame {frame}: {e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    c.send_frame(Frame::binary(Payload::Owned(vec![1, 2, 3])))
+        .await;
+    assert_eq!(c.next_of("error").await["code"], "invalid_json");
+    c.sync().await;
+    assert!(
+        server
+            .metric("roomcast_client_errors_total", "invalid_field")
+            .await
+            >= 4.0
+    );
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_the_right_code_and_others_are_unaffected() {
+    let server = Server::start(&[("ROOMCAST_MAX_FRAME_BYTES", "65536")]).await;
+    let mut bystander = server.connect("bystander", "r").await;
+    bystander.next_of("room_joined").await;
+
+    // Oversize message: 1009.
+    let mut big = server.connect("big", "r").await;
+    big.next_of("room_joined").await;
+    big.send_text(&"x".repeat(70_000)).await;
+    assert_eq!(big.closed().await, 1009);
+
+    // Oversize across fragments (each fragment is small): 1009 too.
+    let mut frag = server.connect("frag", "r").await;
+    frag.next_of("room_joined").await;
+    frag.send_frame(Frame::new(
+        false,
+        OpCode::Text,
+        None,
+        Payload::Owned(vec![b'a'; 40_000]),
+    ))
+    .await;
+    frag.send_frame(Frame::new(
+        true,
+        OpCode::Continuation,
+        None,
+        Payload::Owned(vec![b'a'; 40_000]),
+    ))
+    .await;
+    assert_eq!(frag.closed().await, 1009);
+
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut utf = server.connect("utf", "r").await;
+    utf.next_of("room_joined").await;
+    utf.send_frame(Frame::text(Payload::Owned(vec![b'{', 0xC3, 0x28, b'}'])))
+        .await;
+    assert_eq!(utf.closed().await, 1007);
+
+    // A continuation with nothing to continue: 1002.
+    let mut proto = server.connect("proto", "r").await;
+    proto.next_of("room_joined").await;
+    proto
+        .send_frame(Frame::new(
+            true,
+            OpCode::Continuation,
+            None,
+            Payload::Owned(b"x".to_vec()),
+        ))
+        .await;
+    assert_eq!(proto.closed().await, 1002);
+
+    // The bystander is still connected and still receives.
+    let mut sender = server.connect("sender", "r").await;
+    sender.next_of("room_joined").await;
+    sender
+        .send_json(json!({"type": "message", "roomId": "r", "content": "still here"}))
+        .await;
+    loop {
+        let m = bystander.next_of("message").await;
+        if m["content"] == "still here" {
+            break;
+        }
+    }
+    assert!(server.metric("roomcast_disconnects_total", "too_big").await >= 2.0);
+    assert!(
+        server
+            .metric("roomcast_disconnects_total", "invalid_utf8")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn the_message_rate_limit_answers_with_retry_after_and_keeps_the_connection() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_MAX_MESSAGES", "3"),
+        ("RATE_LIMIT_WINDOW_MS", "60000"),
+    ])
+    .await;
+    let mut c = server.connect("alice", "r").await;
+    c.next_of("room_joined").await;
+    for i in 0..3 {
+        c.publish("r", "hi", &format!("c{i}")).await;
+        c.next_of("ack").await;
+    }
+    c.publish("r", "one too many", "c3").await;
+    let e = c.next_of("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["clientMsgId"].as_str()),
+        (Some("rate_limited"), Some("c3"))
+    );
+    let retry = e["retryAfterMs"].as_u64().expect("retryAfterMs");
+    assert!(retry > 0 && retry <= 20_000, "{retry}");
+    c.sync().await;
+    assert_eq!(server.history("r").await.len(), 3);
+    assert!(
+        server
+            .metric("roomcast_rate_limited_total", "messages")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn moderation_masks_blocked_words_and_audits_every_action() {
+    let server = Server::start(&[("ROOMCAST_BLOCKED_WORDS", "darn,heck")]).await;
+    let mut c = server.connect("alice", "r").await;
+    c.next_of("room_joined").await;
+    c.publish("r", "well DARN it, and heckler is fine", "c1")
+        .await;
+    let m = c.next_of("message").await;
+    assert_eq!(m["content"], "well **** it, and heckler is fine");
+    c.next_of("ack").await;
+    let history = server.history("r").await;
+    assert_eq!(history[0]["content"], "well **** it, and heckler is fine");
+
+    let admin = crate::support::token("admin", true);
+    let audit = server.get_json("/api/admin/audit", Some(&admin)).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(
+        (entries[0]["action"].as_str(), entries[0]["userId"].as_str()),
+        (Some("masked"), Some("alice"))
+    );
+    assert_eq!(entries[0]["messageId"], m["messageId"]);
+    // Non-admins may not read it.
+    let (status, _) = server
+        .get("/api/admin/audit", Some(&server.token("alice")))
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn reject_mode_refuses_blocked_messages_and_audits_them() {
+    let server = Server::start(&[
+        ("ROOMCAST_BLOCKED_WORDS", "darn"),
+        ("ROOMCAST_MODERATION_MODE", "reject"),
+    ])
+    .await;
+    let mut c = server.connect("alice", "r").await;
+    c.next_of("room_joined").await;
+    c.publish("r", "darn", "c1").await;
+    assert_eq!(c.next_of("error").await["code"], "message_blocked");
+    // The history writer is first-in first-out: once a later message is acked, the
+    // audit entry queued before it is durable.
+    c.publish("r", "fine", "c2").await;
+    c.next_of("ack").await;
+    let history = server.history("r").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["content"], "fine");
+    let admin = crate::support::token("admin", true);
+    let audit = server.get_json("/api/admin/audit", Some(&admin)).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["action"], "rejected");
+    assert!(entries[0].get("messageId").is_none());
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests: each starts the real `roomcast` binary (built by cargo for this
+//! target) on a free loopback port and talks to it over real sockets.
+
+// A test binary has no public API; `pub` in the support module is for the test modules.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod auth;
+mod durability;
+mod fanout;
+mod input;
+mod ops;
+mod rooms;

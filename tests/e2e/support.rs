@@ -1,0 +1,418 @@
+//! Test support: start the real `roomcast` binary on a free loopback port with its own
+//! data directory, and talk to it as clients do — a raw HTTP/1.1 client and a WebSocket
+//! client whose handshake is written by hand (so refusals show their HTTP status) with
+//! fastwebsockets for framing. Every wait is bounded by [`TIMEOUT`].
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+pub const SECRET: &str = "e2e-test-secret-0123456789";
+/// The longest any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running server process. Killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: Arc<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and extra environment.
+    pub async fn start(env: &[(&str, &str)]) -> Server {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, env).await
+    }
+
+    /// Starts the server again on the same data directory and environment.
+    pub async fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        let next = Self::spawn(self.dir.clone(), self.env.clone()).await;
+        *self = next;
+    }
+
+    async fn spawn(dir: Arc<tempfile::TempDir>, env: Vec<(String, String)>) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("server.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        cmd.env("JWT_SECRET", SECRET)
+            .env("PORT", "0")
+            .env("ROOMCAST_BIND", "127.0.0.1")
+            .env("ROOMCAST_DATA_DIR", dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .env("ROOMCAST_CONNECT_RATE_PER_IP", "10000")
+            .env("RATE_LIMIT_MAX_MESSAGES", "100000")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn roomcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+            .await
+            .expect("server did not start in time")
+            .expect("read stdout")
+            .unwrap_or_else(|| {
+                panic!(
+                    "server exited before listening; log:\n{}",
+                    read_log(dir.path())
+                )
+            });
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        // Keep draining stdout so the server never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            env,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.start_kill().expect("kill");
+            let _ = c.wait().await;
+        }
+    }
+
+    /// SIGTERM; returns the exit code once the process is gone.
+    pub async fn sigterm(&mut self) -> Option<i32> {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let status = tokio::time::timeout(TIMEOUT, c.wait())
+            .await
+            .expect("server exits after SIGTERM")
+            .expect("wait");
+        status.code()
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        token(user, false)
+    }
+
+    /// Opens `/ws?roomId=room` as `user`; panics unless the upgrade succeeds.
+    pub async fn connect(&self, user: &str, room: &str) -> Client {
+        self.ws(&format!("/ws?token={}&roomId={room}", self.token(user)))
+            .await
+            .expect("upgrade")
+    }
+
+    /// Opens a WebSocket at `path_and_query` with extra headers; `Err(status, body)` if
+    /// the server refused the upgrade.
+    pub async fn ws_with(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        Client::connect(self.addr, path_and_query, headers).await
+    }
+
+    pub async fn ws(&self, path_and_query: &str) -> Result<Client, (u16, String)> {
+        self.ws_with(path_and_query, &[]).await
+    }
+
+    /// GET `path` with an optional bearer token; returns status and body.
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+        http_get(self.addr, path, bearer).await
+    }
+
+    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> Value {
+        let (status, body) = self.get(path, bearer).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("json body")
+    }
+
+    /// Reads a metric's value from `/metrics` (sum over label sets matching `filter`).
+    pub async fn metric(&self, name: &str, filter: &str) -> f64 {
+        let (_, body) = self.get("/metrics", None).await;
+        body.lines()
+            .filter(|l| {
+                l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(filter)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Every message of `room` in history, oldest first (pages backwards).
+    pub async fn history(&self, room: &str) -> Vec<Value> {
+        let token = self.token("history-reader");
+        let mut all = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let path = match &before {
+                None => format!("/api/rooms/{room}/messages?limit=200"),
+                Some(b) => format!("/api/rooms/{room}/messages?limit=200&before={b}"),
+            };
+            let page = self.get_json(&path, Some(&token)).await;
+            let msgs = page["messages"].as_array().cloned().unwrap_or_default();
+            if msgs.is_empty() {
+                break;
+            }
+            before = msgs[0]["messageId"].as_str().map(str::to_owned);
+            let more = page["hasMore"].as_bool().unwrap_or(false);
+            all.splice(0..0, msgs);
+            if !more {
+                break;
+            }
+        }
+        all
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+/// An HS256 token for `user` signed with the test secret.
+pub fn token(user: &str, admin: bool) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
+    let mut claims =
+        serde_json::json!({"sub": user, "username": format!("{user}-name"), "exp": exp});
+    if admin {
+        claims["roles"] = serde_json::json!(["admin"]);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("encode")
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`.
+pub async fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read");
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(buf);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// What a client received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Json(Value),
+    Close(u16),
+    /// The connection ended without a close frame.
+    Gone,
+}
+
+pub struct Client {
+    ws: WebSocket<TcpStream>,
+}
+
+impl Client {
+    pub async fn connect(
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        Self::connect_on(
+            TcpStream::connect(addr).await.expect("tcp connect"),
+            addr,
+            path_and_query,
+            headers,
+        )
+        .await
+    }
+
+    /// Handshakes on an already connected socket (e.g. one with a small receive buffer).
+    pub async fn connect_on(
+        mut s: TcpStream,
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        s.set_nodelay(true).ok();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let req = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write handshake");
+        // Read the response head byte by byte so no frame after it is consumed here.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tokio::time::timeout(TIMEOUT, s.read(&mut byte))
+                .await
+                .expect("handshake response in time")
+            {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let (status, _) = parse_response(&head);
+        if status != 101 {
+            let text = String::from_utf8_lossy(&head).to_lowercase();
+            let len = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = tokio::time::timeout(TIMEOUT, s.read_exact(&mut body)).await;
+            return Err((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        let mut ws = WebSocket::after_handshake(s, Role::Client);
+        ws.set_auto_close(true);
+        ws.set_auto_pong(true);
+        ws.set_max_message_size(64 << 20);
+        Ok(Client { ws })
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.send_frame(Frame::text(Payload::Owned(s.as_bytes().to_vec())))
+            .await;
+    }
+
+    pub async fn send_frame(&mut self, f: Frame<'_>) {
+        self.ws.write_frame(f).await.expect("write frame");
+    }
+
+    /// Publishes `content` to `room` with a clientMsgId.
+    pub async fn publish(&mut self, room: &str, content: &str, client_msg_id: &str) {
+        self.send_json(serde_json::json!({"type": "message", "roomId": room, "content": content, "clientMsgId": client_msg_id})).await;
+    }
+
+    /// The next event (panics after [`TIMEOUT`]).
+    pub async fn next(&mut self) -> Event {
+        self.next_within(TIMEOUT).await.expect("an event in time")
+    }
+
+    /// The next event, or `None` if nothing arrives within `d`.
+    pub async fn next_within(&mut self, d: Duration) -> Option<Event> {
+        loop {
+            let frame = match tokio::time::timeout(d, self.ws.read_frame()).await {
+                Err(_) => return None,
+                Ok(Err(_)) => return Some(Event::Gone),
+                Ok(Ok(f)) => f,
+            };
+            match frame.opcode {
+                OpCode::Text => {
+                    return Some(Event::Json(
+                        serde_json::from_slice(&frame.payload).expect("server sends JSON"),
+                    ));
+                }
+                OpCode::Close => {
+                    let code = if frame.payload.len() >= 2 {
+                        u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                    } else {
+                        1005
+                    };
+                    return Some(Event::Close(code));
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next JSON frame whose `type` is `ty`, skipping others (presence, typing, ...).
+    pub async fn next_of(&mut self, ty: &str) -> Value {
+        loop {
+            match self.next().await {
+                Event::Json(v) if v["type"] == ty => return v,
+                Event::Json(_) => continue,
+                other => panic!("expected a {ty} frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips frames until the connection closes; returns the close code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            match self.next().await {
+                Event::Close(code) => return code,
+                Event::Gone => return 1006,
+                Event::Json(_) => continue,
+            }
+        }
+    }
+
+    /// Sends a ping frame and waits for the pong: proves the connection is alive and
+    /// every earlier frame from the server has been read.
+    pub async fn sync(&mut self) {
+        self.send_json(serde_json::json!({"type": "ping"})).await;
+        self.next_of("pong").await;
+    }
+}
