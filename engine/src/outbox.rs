@@ -80,6 +80,9 @@ struct Inner {
     finished: bool,
 }
 
+/// Unsent pongs kept per connection; a ping flood beyond this loses the oldest pongs.
+pub const MAX_PENDING_PONGS: usize = 32;
+
 /// A bounded, single-consumer frame queue. See the module docs.
 #[derive(Debug)]
 pub struct Outbox {
@@ -142,7 +145,8 @@ impl Outbox {
     }
 
     /// Queues a control frame (pong, ping, close echo). Not counted against the cap:
-    /// pings are at most 125 bytes and only the newest unsent pong is kept.
+    /// control payloads are at most 125 bytes and at most [`MAX_PENDING_PONGS`] pongs
+    /// wait at once (beyond that the oldest is dropped, as RFC 6455 §5.5.3 allows).
     pub fn push_control(&self, control: Control) {
         let mut g = self.inner.lock();
         if g.finished {
@@ -155,7 +159,12 @@ impl Outbox {
                 }
             }
             Control::Pong(p) => {
-                g.control.retain(|c| !matches!(c, Control::Pong(_)));
+                let pending = g.control.iter().filter(|c| matches!(c, Control::Pong(_))).count();
+                if pending >= MAX_PENDING_PONGS {
+                    if let Some(i) = g.control.iter().position(|c| matches!(c, Control::Pong(_))) {
+                        g.control.remove(i);
+                    }
+                }
                 g.control.push(Control::Pong(p));
             }
             other => g.control.push(other),
@@ -235,10 +244,14 @@ mod tests {
         assert_eq!(o.push(b(20), now), Push::Queued);
         o.push_control(Control::Pong(Bytes::from_static(b"a")));
         o.push_control(Control::Pong(Bytes::from_static(b"b")));
+        for _ in 0..MAX_PENDING_PONGS {
+            o.push_control(Control::Pong(Bytes::from_static(b"c")));
+        }
         let mut batch = Batch::default();
         o.next_batch(&mut batch).await;
         assert_eq!(batch.frames.len(), 2);
-        assert_eq!(batch.control, vec![Control::Pong(Bytes::from_static(b"b"))]);
+        assert_eq!(batch.control.len(), MAX_PENDING_PONGS, "capped, oldest dropped");
+        assert!(batch.control.iter().all(|c| *c == Control::Pong(Bytes::from_static(b"c"))));
         assert_eq!(batch.bytes, 30);
         assert!(batch.close.is_none());
         o.release(30);

@@ -7,6 +7,7 @@
 mod support;
 
 mod auth;
+mod autobahn;
 mod durability;
 mod fanout;
 mod input;

@@ -78,6 +78,10 @@ pub(crate) async fn serve(
         let payload = bytes::Bytes::copy_from_slice(&frame.payload);
         match frame.opcode {
             OpCode::Pong => outbox.push_control(Control::Pong(payload)),
+            // A control frame may carry at most 125 bytes; the library checks pings only.
+            OpCode::Close if payload.len() > 125 => {
+                outbox.close(Disconnect::PROTOCOL_ERROR);
+            }
             OpCode::Close => outbox.push_control(Control::CloseRaw(payload)),
             _ => {}
         }

@@ -1,0 +1,186 @@
+//! The load driver's WebSocket client: a hand-written handshake over a buffered socket
+//! (any frame that follows the 101 stays in the buffer), then fastwebsockets framing.
+//! Readers parse only the marker the publishers put in their content, not the JSON, so
+//! the driver spends as little of the shared CPU as possible.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketRead, WebSocketWrite};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::stats::StepStats;
+
+type Stream = BufReader<TcpStream>;
+
+pub(crate) fn token(secret: &str, user: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 24 * 3600;
+    let claims = serde_json::json!({"sub": user, "username": user, "exp": exp});
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap_or_default()
+}
+
+pub(crate) struct Conn {
+    ws: WebSocket<Stream>,
+}
+
+impl Conn {
+    /// Connects, upgrades, and waits for `room_joined`.
+    pub(crate) async fn open(addr: SocketAddr, src: Option<IpAddr>, token: &str, room: &str) -> std::io::Result<Conn> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(ip) = src {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let tcp = socket.connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut s = BufReader::with_capacity(1024, tcp);
+        let req = format!(
+            "GET /ws?token={token}&roomId={room} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        s.read_line(&mut line).await?;
+        if !line.starts_with("HTTP/1.1 101") {
+            return Err(std::io::Error::other(format!("upgrade refused: {}", line.trim())));
+        }
+        loop {
+            line.clear();
+            if s.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::other("eof in handshake"));
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut ws = WebSocket::after_handshake(s, Role::Client);
+        ws.set_auto_pong(true);
+        loop {
+            let f = ws.read_frame().await.map_err(std::io::Error::other)?;
+            if f.opcode == OpCode::Text && memfind(&f.payload, b"\"room_joined\"").is_some() {
+                break;
+            }
+            if f.opcode == OpCode::Close {
+                return Err(std::io::Error::other("closed before joining"));
+            }
+        }
+        Ok(Conn { ws })
+    }
+
+    pub(crate) fn split(self) -> (WebSocketRead<ReadHalf<Stream>>, WebSocketWrite<WriteHalf<Stream>>) {
+        self.ws.split(tokio::io::split)
+    }
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses `LT|step|publisher|seq|sched_us|` from a message frame.
+fn parse_marker(payload: &[u8]) -> Option<(usize, usize, u64, u64)> {
+    let at = memfind(payload, b"LT|")? + 3;
+    let mut parts = payload[at..].split(|b| *b == b'|');
+    let mut num = || -> Option<u64> { std::str::from_utf8(parts.next()?).ok()?.parse().ok() };
+    Some((num()? as usize, num()? as usize, num()?, num()?))
+}
+
+/// Reads until told to stop; returns per-step statistics. Messages from `own`
+/// (this connection's publisher index) are its echoes and are not counted.
+pub(crate) async fn read_loop(
+    mut read: WebSocketRead<ReadHalf<Stream>>,
+    steps: usize,
+    epoch: Instant,
+    own: Option<usize>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<StepStats> {
+    let mut stats: Vec<StepStats> = (0..steps).map(|_| StepStats::default()).collect();
+    // Highest sequence seen per publisher (a room has few publishers: linear search).
+    let mut last: Vec<(usize, u64)> = Vec::new();
+    let mut ignore = |_: Frame<'_>| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    loop {
+        let frame = tokio::select! {
+            _ = stop.changed() => break,
+            f = read.read_frame(&mut ignore) => match f {
+                Ok(f) => f,
+                Err(_) => break,
+            },
+        };
+        if frame.opcode == OpCode::Close {
+            break;
+        }
+        if frame.opcode != OpCode::Text {
+            continue;
+        }
+        let Some((step, publisher, seq, sched_us)) = parse_marker(&frame.payload) else { continue };
+        if Some(publisher) == own || step >= steps {
+            continue;
+        }
+        let now_us = epoch.elapsed().as_micros() as u64;
+        let st = &mut stats[step];
+        st.received += 1;
+        match last.iter_mut().find(|(p, _)| *p == publisher) {
+            Some((_, l)) if seq <= *l => st.duplicates += 1,
+            Some((_, l)) => *l = seq,
+            None => last.push((publisher, seq)),
+        }
+        st.lat.push(now_us.saturating_sub(sched_us).min(u64::from(u32::MAX)) as u32);
+    }
+    stats
+}
+
+/// Publishes open-loop: in step k, this publisher sends `rates[k] / publishers` messages
+/// per second, each at its scheduled time (immediately if behind). Returns messages
+/// sent per step.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn publish_loop(
+    mut write: WebSocketWrite<WriteHalf<Stream>>,
+    room: String,
+    index: usize,
+    publishers: usize,
+    rates: Vec<f64>,
+    step: Duration,
+    gap: Duration,
+    size: usize,
+    t0: Instant,
+) -> Vec<u64> {
+    let mut sent = vec![0u64; rates.len()];
+    let mut seq: u64 = 0;
+    // Spread publishers' schedules across the interval so they do not fire in lockstep.
+    let phase = index as f64 / publishers.max(1) as f64;
+    for (k, rate) in rates.iter().enumerate() {
+        let per_pub = rate / publishers as f64;
+        if per_pub <= 0.0 {
+            continue;
+        }
+        let start = t0 + (step + gap) * k as u32;
+        let n = (per_pub * step.as_secs_f64()).floor() as u64;
+        let interval = 1.0 / per_pub;
+        for j in 0..n {
+            let sched = start + Duration::from_secs_f64((j as f64 + phase) * interval);
+            tokio::time::sleep_until(sched.into()).await;
+            let sched_us = sched.duration_since(t0).as_micros() as u64;
+            let mut content = format!("LT|{k}|{index}|{seq}|{sched_us}|");
+            while content.len() < size {
+                content.push('x');
+            }
+            let text = format!(r#"{{"type":"message","roomId":"{room}","content":"{content}","clientMsgId":"{index}-{seq}"}}"#);
+            if write.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await.is_err() {
+                return sent;
+            }
+            seq += 1;
+            sent[k] += 1;
+        }
+    }
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip() {
+        let frame = br#"{"type":"message","content":"LT|2|7|42|123456|xxxx","roomId":"r"}"#;
+        assert_eq!(parse_marker(frame), Some((2, 7, 42, 123456)));
+        assert_eq!(parse_marker(b"{}"), None);
+    }
+}
