@@ -159,7 +159,11 @@ impl Outbox {
                 }
             }
             Control::Pong(p) => {
-                let pending = g.control.iter().filter(|c| matches!(c, Control::Pong(_))).count();
+                let pending = g
+                    .control
+                    .iter()
+                    .filter(|c| matches!(c, Control::Pong(_)))
+                    .count();
                 if pending >= MAX_PENDING_PONGS {
                     if let Some(i) = g.control.iter().position(|c| matches!(c, Control::Pong(_))) {
                         g.control.remove(i);
@@ -250,8 +254,17 @@ mod tests {
         let mut batch = Batch::default();
         o.next_batch(&mut batch).await;
         assert_eq!(batch.frames.len(), 2);
-        assert_eq!(batch.control.len(), MAX_PENDING_PONGS, "capped, oldest dropped");
-        assert!(batch.control.iter().all(|c| *c == Control::Pong(Bytes::from_static(b"c"))));
+        assert_eq!(
+            batch.control.len(),
+            MAX_PENDING_PONGS,
+            "capped, oldest dropped"
+        );
+        assert!(
+            batch
+                .control
+                .iter()
+                .all(|c| *c == Control::Pong(Bytes::from_static(b"c")))
+        );
         assert_eq!(batch.bytes, 30);
         assert!(batch.close.is_none());
         o.release(30);

@@ -15,9 +15,18 @@ use crate::stats::StepStats;
 type Stream = BufReader<TcpStream>;
 
 pub(crate) fn token(secret: &str, user: &str) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 24 * 3600;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 24 * 3600;
     let claims = serde_json::json!({"sub": user, "username": user, "exp": exp});
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap_or_default()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
 }
 
 pub(crate) struct Conn {
@@ -26,8 +35,17 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Connects, upgrades, and waits for `room_joined`.
-    pub(crate) async fn open(addr: SocketAddr, src: Option<IpAddr>, token: &str, room: &str) -> std::io::Result<Conn> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        src: Option<IpAddr>,
+        token: &str,
+        room: &str,
+    ) -> std::io::Result<Conn> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         if let Some(ip) = src {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
@@ -41,7 +59,10 @@ impl Conn {
         let mut line = String::new();
         s.read_line(&mut line).await?;
         if !line.starts_with("HTTP/1.1 101") {
-            return Err(std::io::Error::other(format!("upgrade refused: {}", line.trim())));
+            return Err(std::io::Error::other(format!(
+                "upgrade refused: {}",
+                line.trim()
+            )));
         }
         loop {
             line.clear();
@@ -66,7 +87,12 @@ impl Conn {
         Ok(Conn { ws })
     }
 
-    pub(crate) fn split(self) -> (WebSocketRead<ReadHalf<Stream>>, WebSocketWrite<WriteHalf<Stream>>) {
+    pub(crate) fn split(
+        self,
+    ) -> (
+        WebSocketRead<ReadHalf<Stream>>,
+        WebSocketWrite<WriteHalf<Stream>>,
+    ) {
         self.ws.split(tokio::io::split)
     }
 }
@@ -110,7 +136,9 @@ pub(crate) async fn read_loop(
         if frame.opcode != OpCode::Text {
             continue;
         }
-        let Some((step, publisher, seq, sched_us)) = parse_marker(&frame.payload) else { continue };
+        let Some((step, publisher, seq, sched_us)) = parse_marker(&frame.payload) else {
+            continue;
+        };
         if Some(publisher) == own || step >= steps {
             continue;
         }
@@ -122,7 +150,8 @@ pub(crate) async fn read_loop(
             Some((_, l)) => *l = seq,
             None => last.push((publisher, seq)),
         }
-        st.lat.push(now_us.saturating_sub(sched_us).min(u64::from(u32::MAX)) as u32);
+        st.lat
+            .push(now_us.saturating_sub(sched_us).min(u64::from(u32::MAX)) as u32);
     }
     stats
 }
@@ -152,7 +181,11 @@ pub(crate) async fn publish_loop(
             continue;
         }
         let start = t0 + (step + gap) * k as u32;
-        let n = (per_pub * step.as_secs_f64()).floor() as u64;
+        // Split the step's total exactly: publisher i sends its share of the rounding.
+        let total = (rate * step.as_secs_f64()).round() as u64;
+        let p = publishers.max(1) as u64;
+        let i = index as u64;
+        let n = (i + 1) * total / p - i * total / p;
         let interval = 1.0 / per_pub;
         for j in 0..n {
             let sched = start + Duration::from_secs_f64((j as f64 + phase) * interval);
@@ -162,8 +195,14 @@ pub(crate) async fn publish_loop(
             while content.len() < size {
                 content.push('x');
             }
-            let text = format!(r#"{{"type":"message","roomId":"{room}","content":"{content}","clientMsgId":"{index}-{seq}"}}"#);
-            if write.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await.is_err() {
+            let text = format!(
+                r#"{{"type":"message","roomId":"{room}","content":"{content}","clientMsgId":"{index}-{seq}"}}"#
+            );
+            if write
+                .write_frame(Frame::text(Payload::Owned(text.into_bytes())))
+                .await
+                .is_err()
+            {
                 return sent;
             }
             seq += 1;

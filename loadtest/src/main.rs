@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use client::Conn;
 use stats::{StepStats, percentile, proc_cpu_seconds, proc_rss_bytes};
 
-const USAGE: &str = "usage: roomcast-load room|idle --url ws://127.0.0.1:PORT --secret SECRET [options]
+const USAGE: &str =
+    "usage: roomcast-load room|idle --url ws://127.0.0.1:PORT --secret SECRET [options]
   common:  --server-pid PID  --source-ips 127.0.0.1,127.0.0.2  --connect-concurrency 256
   room:    --rooms R --members M --publishers P --rates 25,50 --step-secs 10 --size 256 --slo
   idle:    --connections N --rooms R --hold-secs 10";
@@ -82,20 +83,35 @@ fn parse_args() -> Result<Args, String> {
             continue;
         }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v}"));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: not a number: {v}"))
+        };
         match flag.as_str() {
             "--url" => {
                 let hostport = v.trim_start_matches("ws://").trim_end_matches('/');
-                a.addr = hostport.parse().map_err(|_| format!("--url must be ws://IP:PORT, got {v}"))?;
+                a.addr = hostport
+                    .parse()
+                    .map_err(|_| format!("--url must be ws://IP:PORT, got {v}"))?;
             }
             "--secret" => a.secret = v,
             "--server-pid" => a.server_pid = Some(num(&v)? as u32),
-            "--source-ips" => a.source_ips = v.split(',').map(|s| s.parse().map_err(|_| format!("bad ip {s}"))).collect::<Result<_, _>>()?,
+            "--source-ips" => {
+                a.source_ips = v
+                    .split(',')
+                    .map(|s| s.parse().map_err(|_| format!("bad ip {s}")))
+                    .collect::<Result<_, _>>()?
+            }
             "--connect-concurrency" => a.concurrency = num(&v)?.max(1) as usize,
             "--rooms" => a.rooms = num(&v)?.max(1) as usize,
             "--members" => a.members = num(&v)?.max(1) as usize,
             "--publishers" => a.publishers = num(&v)?.max(1) as usize,
-            "--rates" => a.rates = v.split(',').map(|s| s.parse::<f64>().map_err(|_| format!("bad rate {s}"))).collect::<Result<_, _>>()?,
+            "--rates" => {
+                a.rates = v
+                    .split(',')
+                    .map(|s| s.parse::<f64>().map_err(|_| format!("bad rate {s}")))
+                    .collect::<Result<_, _>>()?
+            }
             "--step-secs" => a.step_secs = num(&v)?.clamp(1, 600),
             "--size" => a.size = num(&v)?.clamp(64, 60_000) as usize,
             "--connections" => a.connections = num(&v)? as usize,
@@ -126,7 +142,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -139,12 +158,20 @@ fn main() -> ExitCode {
             _ => room(Arc::new(args)).await,
         }
     });
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Connects `n` clients with bounded concurrency; returns them in order (None = failed)
 /// with their connect times in microseconds.
-async fn connect_all(args: &Arc<Args>, n: usize, room_of: impl Fn(usize) -> String) -> (Vec<Option<Conn>>, Vec<u32>) {
+async fn connect_all(
+    args: &Arc<Args>,
+    n: usize,
+    room_of: impl Fn(usize) -> String,
+) -> (Vec<Option<Conn>>, Vec<u32>) {
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -153,10 +180,20 @@ async fn connect_all(args: &Arc<Args>, n: usize, room_of: impl Fn(usize) -> Stri
         let room = room_of(i);
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.ok()?;
-            let src = if args.source_ips.is_empty() { None } else { Some(args.source_ips[i % args.source_ips.len()]) };
+            let src = if args.source_ips.is_empty() {
+                None
+            } else {
+                Some(args.source_ips[i % args.source_ips.len()])
+            };
             let token = client::token(&args.secret, &format!("load-{i}"));
             let started = Instant::now();
-            let conn = tokio::time::timeout(Duration::from_secs(30), Conn::open(args.addr, src, &token, &room)).await.ok()?.ok()?;
+            let conn = tokio::time::timeout(
+                Duration::from_secs(30),
+                Conn::open(args.addr, src, &token, &room),
+            )
+            .await
+            .ok()?
+            .ok()?;
             Some((conn, started.elapsed().as_micros() as u32))
         }));
     }
@@ -178,7 +215,8 @@ async fn idle(args: Arc<Args>) -> bool {
     let rss_before = args.server_pid.and_then(proc_rss_bytes);
     let rooms = args.rooms.max(1);
     let started = Instant::now();
-    let (conns, mut times) = connect_all(&args, args.connections, |i| format!("idle-{}", i % rooms)).await;
+    let (conns, mut times) =
+        connect_all(&args, args.connections, |i| format!("idle-{}", i % rooms)).await;
     let failures = conns.iter().filter(|c| c.is_none()).count();
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
@@ -214,7 +252,20 @@ async fn room(args: Arc<Args>) -> bool {
     let members = args.members;
     let (conns, times) = connect_all(&args, total, |i| format!("load-room-{}", i / members)).await;
     let failures = conns.iter().filter(|c| c.is_none()).count();
-    eprintln!("connected {}/{} (failures {failures}), connect p99 {:.1} ms", total - failures, total, percentile(&{ let mut t = times.clone(); t.sort_unstable(); t }, 0.99) as f64 / 1000.0);
+    eprintln!(
+        "connected {}/{} (failures {failures}), connect p99 {:.1} ms",
+        total - failures,
+        total,
+        percentile(
+            &{
+                let mut t = times.clone();
+                t.sort_unstable();
+                t
+            },
+            0.99
+        ) as f64
+            / 1000.0
+    );
     if failures > 0 {
         return false;
     }
@@ -232,12 +283,28 @@ async fn room(args: Arc<Args>) -> bool {
         let Some(conn) = conn else { continue };
         let (read, write) = conn.split();
         let is_pub = i % members < args.publishers;
-        readers.push(tokio::spawn(client::read_loop(read, steps, epoch, if is_pub { Some(pub_index) } else { None }, stop_rx.clone())));
+        readers.push(tokio::spawn(client::read_loop(
+            read,
+            steps,
+            epoch,
+            if is_pub { Some(pub_index) } else { None },
+            stop_rx.clone(),
+        )));
         if is_pub {
             let args = args.clone();
             let room = format!("load-room-{}", i / members);
             let idx = pub_index;
-            publishers.push(tokio::spawn(client::publish_loop(write, room, idx, total_publishers, args.rates.clone(), step, gap, args.size, t0)));
+            publishers.push(tokio::spawn(client::publish_loop(
+                write,
+                room,
+                idx,
+                total_publishers,
+                args.rates.clone(),
+                step,
+                gap,
+                args.size,
+                t0,
+            )));
             pub_index += 1;
         } else {
             drop(write);
@@ -276,14 +343,32 @@ async fn room(args: Arc<Args>) -> bool {
         }
     }
     let mut all_ok = true;
-    eprintln!("{:>8} {:>8} {:>10} {:>10} {:>7} {:>5} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}", "rate/s", "sent", "expected", "delivered", "lost", "dup", "deliv/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "cpu µs/d");
+    eprintln!(
+        "{:>8} {:>8} {:>10} {:>10} {:>7} {:>5} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "rate/s",
+        "sent",
+        "expected",
+        "delivered",
+        "lost",
+        "dup",
+        "deliv/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p999 ms",
+        "max ms",
+        "cpu µs/d"
+    );
     for (k, st) in merged.iter_mut().enumerate() {
         st.lat.sort_unstable();
         // Every message reaches every member of its room but the publisher itself.
         let expected = sent[k] * (args.members as u64 - 1);
         let delivered = st.received - st.duplicates;
         let lost = expected.saturating_sub(delivered);
-        let cpu = match (cpu_marks.get(k).copied().flatten(), cpu_marks.get(k + 1).copied().flatten()) {
+        let cpu = match (
+            cpu_marks.get(k).copied().flatten(),
+            cpu_marks.get(k + 1).copied().flatten(),
+        ) {
             (Some(a), Some(b)) if delivered > 0 => Some((b - a) / delivered as f64 * 1e6),
             _ => None,
         };
@@ -301,8 +386,20 @@ async fn room(args: Arc<Args>) -> bool {
         println!("{line}");
         eprintln!(
             "{:>8} {:>8} {:>10} {:>10} {:>7} {:>5} {:>11.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9} {}",
-            args.rates[k], sent[k], expected, delivered, lost, st.duplicates, delivered as f64 / args.step_secs as f64,
-            p(0.5), p(0.9), p(0.99), p(0.999), p(1.0), cpu.map_or("n/a".into(), |c| format!("{c:.2}")), if pass { "PASS" } else { "FAIL" }
+            args.rates[k],
+            sent[k],
+            expected,
+            delivered,
+            lost,
+            st.duplicates,
+            delivered as f64 / args.step_secs as f64,
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(0.999),
+            p(1.0),
+            cpu.map_or("n/a".into(), |c| format!("{c:.2}")),
+            if pass { "PASS" } else { "FAIL" }
         );
     }
     !args.slo || all_ok

@@ -23,9 +23,19 @@ async fn autobahn_cases_1_to_10_have_no_failures() {
         return;
     }
     let script = run_script();
-    assert!(script.exists(), "Autobahn runner not found at {} (set AUTOBAHN_RUN, or run scripts/test.sh which installs it)", script.display());
-    let wstest = std::env::var("WSTEST").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/opt/autobahn/bin/wstest"));
-    assert!(wstest.exists(), "wstest not installed at {}: run `bash ../shared/tools/autobahn/install.sh` (scripts/test.sh does)", wstest.display());
+    assert!(
+        script.exists(),
+        "Autobahn runner not found at {} (set AUTOBAHN_RUN, or run scripts/test.sh which installs it)",
+        script.display()
+    );
+    let wstest = std::env::var("WSTEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/opt/autobahn/bin/wstest"));
+    assert!(
+        wstest.exists(),
+        "wstest not installed at {}: run `bash ../shared/tools/autobahn/install.sh` (scripts/test.sh does)",
+        wstest.display()
+    );
 
     // Conformance needs 16 MiB messages (group 9) and hundreds of quick connections.
     let server = Server::start(&[
@@ -37,7 +47,11 @@ async fn autobahn_cases_1_to_10_have_no_failures() {
     ])
     .await;
     let out = server.dir.path().join("autobahn");
-    let url = format!("ws://{}/ws/echo?token={}", server.addr, token("autobahn", false));
+    let url = format!(
+        "ws://{}/ws/echo?token={}",
+        server.addr,
+        token("autobahn", false)
+    );
     let run = tokio::process::Command::new("bash")
         .arg(&script)
         .arg(&url)
@@ -47,8 +61,15 @@ async fn autobahn_cases_1_to_10_have_no_failures() {
         .env("WSTEST", &wstest)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(1000), run).await.expect("autobahn finished in time").expect("run autobahn");
+    let output = tokio::time::timeout(Duration::from_secs(1000), run)
+        .await
+        .expect("autobahn finished in time")
+        .expect("run autobahn");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
-    assert!(output.status.success() && stdout.contains("RESULT: PASS"), "Autobahn failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && stdout.contains("RESULT: PASS"),
+        "Autobahn failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

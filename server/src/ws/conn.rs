@@ -122,7 +122,9 @@ pub(crate) async fn serve(
                 outbox.push_binary(b, received);
             }
             (Message::Text(b), false) => match std::str::from_utf8(&b) {
-                Ok(text) => session.handle_text(text, received).await,
+                // Boxed: the message path's future is large and only exists while a
+                // frame is handled; inline, every idle connection's task would carry it.
+                Ok(text) => Box::pin(session.handle_text(text, received)).await,
                 Err(_) => break ReadEnd::Violation(Disconnect::INVALID_UTF8),
             },
             (Message::Binary(_), false) => session.send_error(&ClientError::new(
@@ -161,7 +163,7 @@ pub(crate) async fn serve(
         end,
         ReadEnd::Violation(_) | ReadEnd::WriterEnded(WriterEnd::Closed(_))
     ) {
-        linger(&mut r).await;
+        Box::pin(linger(&mut r)).await;
     }
     tracing::debug!(%user_id, reason, "disconnected");
 }
@@ -172,7 +174,9 @@ pub(crate) async fn serve(
 /// reset, which can destroy our close frame before the peer reads it.
 async fn linger<R: tokio::io::AsyncRead + Unpin>(r: &mut R) {
     use tokio::io::AsyncReadExt;
-    let mut scratch = [0u8; 4096];
+    // On the heap, only while closing: an array here would sit inside every
+    // connection's task for its whole life.
+    let mut scratch = vec![0u8; 4096];
     let mut total = 0;
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while total < LINGER_MAX_BYTES {
