@@ -164,10 +164,10 @@ impl Outbox {
                     .iter()
                     .filter(|c| matches!(c, Control::Pong(_)))
                     .count();
-                if pending >= MAX_PENDING_PONGS {
-                    if let Some(i) = g.control.iter().position(|c| matches!(c, Control::Pong(_))) {
-                        g.control.remove(i);
-                    }
+                if pending >= MAX_PENDING_PONGS
+                    && let Some(i) = g.control.iter().position(|c| matches!(c, Control::Pong(_)))
+                {
+                    g.control.remove(i);
                 }
                 g.control.push(Control::Pong(p));
             }

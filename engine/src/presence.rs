@@ -10,6 +10,11 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
+/// The user already holds the maximum number of connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection limit reached")]
+pub struct AtLimit;
+
 /// Online users and their connection counts.
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -19,10 +24,10 @@ pub struct Presence {
 impl Presence {
     /// Registers a connection for `user_id` unless the user already has `max`.
     /// `Ok(true)` when this made the user online.
-    pub fn connect(&self, user_id: &str, max: usize) -> Result<bool, ()> {
+    pub fn connect(&self, user_id: &str, max: usize) -> Result<bool, AtLimit> {
         let mut users = self.users.lock();
         match users.get_mut(user_id) {
-            Some(n) if *n as usize >= max => Err(()),
+            Some(n) if *n as usize >= max => Err(AtLimit),
             Some(n) => {
                 *n += 1;
                 Ok(false)
@@ -73,7 +78,7 @@ mod tests {
         let p = Presence::default();
         assert_eq!(p.connect("a", 2), Ok(true));
         assert_eq!(p.connect("a", 2), Ok(false));
-        assert_eq!(p.connect("a", 2), Err(()));
+        assert_eq!(p.connect("a", 2), Err(AtLimit));
         assert!(p.is_online("a"));
         assert!(!p.disconnect("a"));
         assert!(p.disconnect("a"));

@@ -239,10 +239,10 @@ impl Shard {
             now,
         );
         let Some(since) = since else { return };
-        if let Some(member) = room.members.get_mut(&conn) {
-            if member.held.is_none() {
-                member.held = Some(Vec::new());
-            }
+        if let Some(member) = room.members.get_mut(&conn)
+            && member.held.is_none()
+        {
+            member.held = Some(Vec::new());
         }
         // Every message of this room with id <= high_water came from this shard before
         // now: the replay covers (since, high_water], live delivery everything after.
@@ -386,37 +386,36 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return ack.send(Err(not_member(&room_id, client_msg_id.as_deref())));
         };
-        if let Some(conn) = conn {
-            if !room.members.contains_key(&conn) {
-                return ack.send(Err(not_member(&room_id, client_msg_id.as_deref())));
-            }
+        if let Some(conn) = conn
+            && !room.members.contains_key(&conn)
+        {
+            return ack.send(Err(not_member(&room_id, client_msg_id.as_deref())));
         }
 
         let dedupe_key = client_msg_id
             .as_ref()
             .map(|cid| (Arc::<str>::from(user.user_id.as_str()), cid.clone()));
-        if let Some(key) = &dedupe_key {
-            if let Some(&original) = room.dedupe.as_ref().and_then(|d| d.ids.get(key)) {
-                if !self.writer.failed.contains(original) {
-                    metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-                    let msg = ChatMessage {
-                        message_id: original,
-                        room_id,
-                        user_id: user.user_id.clone(),
-                        username: user.username.clone(),
-                        content: String::new(),
-                        client_msg_id,
-                        deleted: false,
-                    };
-                    // Through the writer's queue: answered after the original is durable.
-                    if let Err(WriteOp::AckExisting { ack, .. }) =
-                        self.writer.try_send(WriteOp::AckExisting { msg, ack })
-                    {
-                        ack.send(Err(overloaded(None)));
-                    }
-                    return;
-                }
+        if let Some(key) = &dedupe_key
+            && let Some(&original) = room.dedupe.as_ref().and_then(|d| d.ids.get(key))
+            && !self.writer.failed.contains(original)
+        {
+            metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
+            let msg = ChatMessage {
+                message_id: original,
+                room_id,
+                user_id: user.user_id.clone(),
+                username: user.username.clone(),
+                content: String::new(),
+                client_msg_id,
+                deleted: false,
+            };
+            // Through the writer's queue: answered after the original is durable.
+            if let Err(op) = self.writer.try_send(WriteOp::AckExisting { msg, ack })
+                && let WriteOp::AckExisting { ack, .. } = *op
+            {
+                ack.send(Err(overloaded(None)));
             }
+            return;
         }
 
         let id = self.ids.next(now_unix_ms());
@@ -440,7 +439,7 @@ impl Shard {
             detail,
         });
         if let Err(op) = self.writer.try_send(WriteOp::Message { msg, ack }) {
-            if let WriteOp::Message { msg, ack } = op {
+            if let WriteOp::Message { msg, ack } = *op {
                 ack.send(Err(
                     overloaded(msg.client_msg_id.as_deref()).in_room(&msg.room_id)
                 ));
@@ -459,10 +458,10 @@ impl Shard {
             let d = room.dedupe.get_or_insert_with(Default::default);
             if d.ids.insert(key.clone(), id).is_none() {
                 d.order.push_back(key);
-                if d.order.len() > window {
-                    if let Some(old) = d.order.pop_front() {
-                        d.ids.remove(&old);
-                    }
+                if d.order.len() > window
+                    && let Some(old) = d.order.pop_front()
+                {
+                    d.ids.remove(&old);
                 }
             }
         }

@@ -190,13 +190,13 @@ impl Config {
                 problem: "is required when NODE_ENV=production".into(),
             });
         }
-        if let Some(s) = &jwt_secret {
-            if s.len() < 16 {
-                return Err(ConfigError {
-                    var: "JWT_SECRET",
-                    problem: "must be at least 16 bytes".into(),
-                });
-            }
+        if let Some(s) = &jwt_secret
+            && s.len() < 16
+        {
+            return Err(ConfigError {
+                var: "JWT_SECRET",
+                problem: "must be at least 16 bytes".into(),
+            });
         }
         Ok(Self {
             bind: parse(env, "ROOMCAST_BIND", IpAddr::from([0, 0, 0, 0]))?,

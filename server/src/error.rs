@@ -135,10 +135,10 @@ impl IntoResponse for ApiError {
         let (status, code, message, details, retry_after_ms) = self.parts();
         let body = json!({"error": {"code": code, "message": message, "details": details}});
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Some(ms) = retry_after_ms {
-            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(ms) = retry_after_ms
+            && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

@@ -148,7 +148,7 @@ pub async fn run(
                 if let Some(h) = &metrics {
                     h.run_upkeep();
                 }
-                if n % 12 == 0 {
+                if n.is_multiple_of(12) {
                     engine.limits().prune();
                 }
             }

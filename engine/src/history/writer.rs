@@ -89,10 +89,10 @@ impl FailedWrites {
         let mut g = self.inner.lock();
         if g.0.insert(id) {
             g.1.push_back(id);
-            if g.1.len() > FAILED_KEEP {
-                if let Some(old) = g.1.pop_front() {
-                    g.0.remove(&old);
-                }
+            if g.1.len() > FAILED_KEEP
+                && let Some(old) = g.1.pop_front()
+            {
+                g.0.remove(&old);
             }
         }
     }
@@ -130,9 +130,10 @@ impl HistoryWriter {
         (Self { tx, failed }, task)
     }
 
-    /// Queues without waiting; `Err` gives the op back when the queue is full.
-    pub(crate) fn try_send(&self, op: WriteOp) -> Result<(), WriteOp> {
-        self.tx.try_send(op).map_err(|e| e.into_inner())
+    /// Queues without waiting; `Err` gives the op back when the queue is full (boxed:
+    /// the failure path is rare and the op is large).
+    pub(crate) fn try_send(&self, op: WriteOp) -> Result<(), Box<WriteOp>> {
+        self.tx.try_send(op).map_err(|e| Box::new(e.into_inner()))
     }
 
     /// Queues an audit entry, waiting for room if the queue is full.

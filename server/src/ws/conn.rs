@@ -68,10 +68,10 @@ pub(crate) async fn serve(
     let user_id = session.user().user_id.clone();
     tracing::debug!(conn = session.id(), %user_id, "connected");
 
-    if let Some((room, since)) = initial {
-        if let Err(e) = session.join(&room, since).await {
-            session.send_error(&e);
-        }
+    if let Some((room, since)) = initial
+        && let Err(e) = session.join(&room, since).await
+    {
+        session.send_error(&e);
     }
 
     let mut send_fn = |frame: Frame<'_>| {
@@ -148,15 +148,14 @@ pub(crate) async fn serve(
     metrics::counter!(m::DISCONNECTS, "reason" => reason).increment(1);
     // Leave every room now: nothing more is delivered to a closing connection.
     drop(session);
-    if !matches!(end, ReadEnd::WriterEnded(_)) {
-        if matches!(end, ReadEnd::Eof) {
-            writer.abort();
-        } else if tokio::time::timeout(opts.write_timeout + Duration::from_secs(1), &mut writer)
+    // The writer finishes the close it was asked for; a dead socket gets no wait.
+    let wait_for_writer = !matches!(end, ReadEnd::WriterEnded(_) | ReadEnd::Eof);
+    if !wait_for_writer
+        || tokio::time::timeout(opts.write_timeout + Duration::from_secs(1), &mut writer)
             .await
             .is_err()
-        {
-            writer.abort();
-        }
+    {
+        writer.abort();
     }
     drop(reader);
     if matches!(
