@@ -1,0 +1,4 @@
+//! Criterion benches live in `benches/`: `store` (embedded store candidates, fjall vs
+//! redb, on our append and page workload, plus the real `EmbeddedStore`) and
+//! `hot_path` (frame parse and encode, fan-out into outboxes). Run with
+//! `cargo bench -p roomcast-benches`; figures are recorded in docs/PERFORMANCE.md.
