@@ -22,15 +22,24 @@ fn msg() -> ChatMessage {
 }
 
 fn bench(c: &mut Criterion) {
-    let frame = format!(r#"{{"type":"message","roomId":"general","content":"{}","clientMsgId":"c-42"}}"#, "x".repeat(256));
-    c.bench_function("parse_message_frame_256b", |b| b.iter(|| parse_client_frame(&frame).is_ok()));
+    let frame = format!(
+        r#"{{"type":"message","roomId":"general","content":"{}","clientMsgId":"c-42"}}"#,
+        "x".repeat(256)
+    );
+    c.bench_function("parse_message_frame_256b", |b| {
+        b.iter(|| parse_client_frame(&frame).is_ok())
+    });
     let m = msg();
-    c.bench_function("encode_message_256b", |b| b.iter(|| encode_message(&m, false).len()));
+    c.bench_function("encode_message_256b", |b| {
+        b.iter(|| encode_message(&m, false).len())
+    });
 
     let mut g = c.benchmark_group("fanout_push_and_drain");
     for n in [10usize, 1_000, 10_000] {
         let outboxes: Vec<Arc<Outbox>> = (0..n).map(|_| Arc::new(Outbox::new(1 << 20))).collect();
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
         let frame = encode_message(&m, false);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {

@@ -75,7 +75,82 @@ async fn the_echo_endpoint_is_off_by_default_and_authenticated_when_on() {
         Payload::Owned(vec![3]),
     ))
     .await;
-    c.send_text("{}").await;
-    // Binary echoes come back as binary: read the raw frames.
-    let _ = c.next_within(std::time::Duration::from_secs(5)).await;
+    // Fragments are reassembled, and a binary message comes back as binary.
+    assert_eq!(c.next_raw().await, (true, vec![1, 2, 3]));
+    c.send_text("after").await;
+    assert_eq!(c.next_raw().await, (false, b"after".to_vec()));
+}
+
+#[tokio::test]
+async fn dev_mode_generates_a_secret_that_roomcast_token_uses_and_production_refuses_to_start_without_one()
+ {
+    // An empty JWT_SECRET counts as unset: dev mode.
+    let server = Server::start(&[("JWT_SECRET", "")]).await;
+    let secret_file = server.data_dir().join("jwt-secret");
+    assert!(
+        secret_file.exists(),
+        "the dev secret is kept in the data directory"
+    );
+    assert!(
+        server.log().contains("roomcast token --user alice"),
+        "the log says how to get a token"
+    );
+
+    let mint = |admin: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        cmd.args(["token", "--user", "alice", "--name", "Alice"])
+            .env("ROOMCAST_DATA_DIR", server.data_dir())
+            .env_remove("JWT_SECRET");
+        if admin {
+            cmd.arg("--admin");
+        }
+        let out = cmd.output().expect("run roomcast token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let user_token = mint(false);
+    let mut c = server
+        .ws(&format!("/ws?token={user_token}&roomId=dev"))
+        .await
+        .expect("the minted token is accepted");
+    let joined = c.next_of("room_joined").await;
+    assert_eq!(joined["roomId"], "dev");
+    // The test secret is not the dev secret.
+    assert_eq!(
+        server
+            .ws(&format!("/ws?token={}", token("alice", false)))
+            .await
+            .err()
+            .map(|e| e.0),
+        Some(401)
+    );
+    // --admin sets the admin role.
+    assert_eq!(
+        server.get("/api/admin/audit", Some(&user_token)).await.0,
+        403
+    );
+    assert_eq!(
+        server.get("/api/admin/audit", Some(&mint(true))).await.0,
+        200
+    );
+
+    // Production without a secret: a start-up error naming the variable.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .env("NODE_ENV", "production")
+        .env_remove("JWT_SECRET")
+        .env("ROOMCAST_DATA_DIR", dir.path())
+        .env("PORT", "0")
+        .output()
+        .expect("run roomcast");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -387,6 +387,22 @@ impl Client {
         }
     }
 
+    /// The next data frame as it came: whether it was binary, and its payload.
+    pub async fn next_raw(&mut self) -> (bool, Vec<u8>) {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.ws.read_frame())
+                .await
+                .expect("a frame in time")
+                .expect("read frame");
+            match frame.opcode {
+                OpCode::Text => return (false, frame.payload.to_vec()),
+                OpCode::Binary => return (true, frame.payload.to_vec()),
+                OpCode::Close => panic!("closed"),
+                _ => continue,
+            }
+        }
+    }
+
     /// The next JSON frame whose `type` is `ty`, skipping others (presence, typing, ...).
     pub async fn next_of(&mut self, ty: &str) -> Value {
         loop {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The issue-2 performance scenarios, each against a fresh release server on loopback:
+#   big      1 room x 2,000 subscribers + 1 publisher, rate steps
+#   private  5,000 rooms x 2 members, every connection publishing, rate steps
+#   idle     18,000 connections in 1,000 rooms, server RSS per connection
+# Usage: bash loadtest/scenarios.sh [big|private|idle ...] ; results in target/perf/.
+# The server runs with the full product on the path (auth, rate limit with a raised
+# quota, moderation, history with fsync, metrics). Bounded: each step 10 s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p roomcast-server -p roomcast-loadtest
+out=target/perf; mkdir -p "$out"
+secret=load-secret-0123456789abcdef
+port=${PORT:-9200}
+ulimit -n 20000
+
+run() {
+  local name=$1; shift
+  rm -rf "$out/data-$name"
+  JWT_SECRET=$secret PORT=$port ROOMCAST_BIND=127.0.0.1 ROOMCAST_DATA_DIR="$out/data-$name" \
+    RATE_LIMIT_MAX_MESSAGES=100000000 ROOMCAST_CONNECT_RATE_PER_IP=1000000 RUST_LOG=warn \
+    target/release/roomcast >"$out/$name.server.out" 2>"$out/$name.server.err" &
+  local pid=$!
+  for _ in $(seq 100); do grep -q listening "$out/$name.server.out" 2>/dev/null && break; sleep 0.1; done
+  target/release/roomcast-load "$@" --url ws://127.0.0.1:$port --secret $secret --server-pid $pid \
+    >"$out/$name.jsonl" 2>"$out/$name.txt" || true
+  kill $pid; wait $pid 2>/dev/null || true
+  echo "== $name"; cat "$out/$name.txt"
+}
+
+for s in "${@:-big private idle}"; do
+  for scenario in $s; do
+    case $scenario in
+      big) run big room --rooms 1 --members 2001 --publishers 1 --rates 25,50,100,150,200 --step-secs 10 ;;
+      private) run private room --rooms 5000 --members 2 --publishers 2 --rates 1000,5000,10000,15000,20000 --step-secs 10 ;;
+      idle) run idle idle --connections 18000 --rooms 1000 --hold-secs 5 ;;
+      *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+    esac
+  done
+done
