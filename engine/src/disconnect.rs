@@ -58,11 +58,18 @@ impl Disconnect {
         drain: false,
         label: "too_big",
     };
-    /// The client did not answer pings in time.
+    /// Nothing (not even a pong) arrived for two ping intervals: the peer is gone.
     pub const IDLE_TIMEOUT: Self = Self {
         code: 1001,
         reason: "idle timeout",
         drain: false,
         label: "idle_timeout",
+    };
+    /// The connection's token expired: reconnect with a fresh one.
+    pub const TOKEN_EXPIRED: Self = Self {
+        code: 1008,
+        reason: "token expired",
+        drain: true,
+        label: "token_expired",
     };
 }

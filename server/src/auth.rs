@@ -14,9 +14,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     user: UserInfo,
+    /// `exp`, Unix seconds.
+    expires_at: u64,
 }
 
 impl Principal {
+    /// When the token expires (Unix seconds).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
     pub fn user(&self) -> &UserInfo {
         &self.user
     }
@@ -156,6 +163,7 @@ impl Verifier {
                 username,
                 is_admin,
             },
+            expires_at: c.exp,
         })
     }
 }

@@ -38,6 +38,9 @@ pub struct Config {
     pub shutdown_drain_delay: Duration,
     /// How long shutdown waits for connections to close.
     pub shutdown_timeout: Duration,
+    /// Server pings every this often; a connection silent for two intervals is closed.
+    /// `None` (0) disables heartbeats.
+    pub ping_interval: Option<Duration>,
     pub echo_endpoint: bool,
     pub log_json: bool,
     pub engine: EngineConfig,
@@ -223,6 +226,10 @@ impl Config {
                 "ROOMCAST_SHUTDOWN_TIMEOUT_MS",
                 10_000u64,
             )?),
+            ping_interval: match parse(env, "ROOMCAST_PING_INTERVAL_MS", 25_000u64)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             echo_endpoint: flag(env, "ROOMCAST_ECHO_ENDPOINT", false)?,
             log_json: get(env, "ROOMCAST_LOG_FORMAT").is_some_and(|v| v == "json"),
             engine,

@@ -95,7 +95,9 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown_signal` resolves, then drains: `/readyz` turns
+/// Serves on `listener` until `shutdown_signal` resolves. `on_ready` is called once the
+/// secret, the store and the engine are up and connections are being accepted. Then
+/// drains: `/readyz` turns
 /// false, the listener closes, every WebSocket gets close 1012 (after its queued frames),
 /// connections get `shutdown_timeout` to finish, and history is flushed before return.
 pub async fn run(
@@ -103,6 +105,7 @@ pub async fn run(
     config: Config,
     metrics: Option<PrometheusHandle>,
     shutdown_signal: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), String> {
     let (secret, generated) = resolve_secret(&config)?;
     if config.jwt_secret.is_none() {
@@ -161,6 +164,7 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
     });
     let token = shutdown.token.clone();
+    on_ready(addr);
     let server = tokio::spawn(
         axum::serve(
             listener,

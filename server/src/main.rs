@@ -59,11 +59,12 @@ fn serve() -> ExitCode {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let bound = listener.local_addr().map_err(|e| e.to_string())?;
-        // One line on stdout that scripts and tests wait for.
-        println!("roomcast listening on http://{bound}");
-        let _ = std::io::stdout().flush();
-        roomcast_server::run(listener, config, metrics, shutdown::signal()).await
+        roomcast_server::run(listener, config, metrics, shutdown::signal(), |bound| {
+            // One line on stdout that scripts and tests wait for: the server is ready.
+            println!("roomcast listening on http://{bound}");
+            let _ = std::io::stdout().flush();
+        })
+        .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -154,3 +154,67 @@ async fn dev_mode_generates_a_secret_that_roomcast_token_uses_and_production_ref
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn silent_peers_are_closed_with_1001_while_answering_peers_stay() {
+    let server = Server::start(&[("ROOMCAST_PING_INTERVAL_MS", "200")]).await;
+    let mut alive = server.connect("alive", "r").await;
+    alive.next_of("room_joined").await;
+    // The answering peer keeps reading (fastwebsockets answers pings as it reads).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(crate::support::Event::Close(code)) = alive
+                    .next_within(std::time::Duration::from_millis(50))
+                    .await
+                {
+                    panic!("the answering peer was closed with {code}");
+                }
+            }
+            alive
+        })
+    };
+    let mut silent = server.connect("silent", "r").await;
+    silent.stop_answering_pings();
+    assert_eq!(silent.closed().await, 1001);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut alive = reader.await.expect("reader task");
+    alive.sync().await;
+    assert_eq!(
+        server
+            .metric("roomcast_disconnects_total", "idle_timeout")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_with_1008_when_its_token_expires() {
+    let server = Server::start(&[("ROOMCAST_PING_INTERVAL_MS", "200")]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 2;
+    let claims = serde_json::json!({"sub": "brief", "username": "brief", "exp": exp});
+    let short = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::support::SECRET.as_bytes()),
+    )
+    .expect("encode");
+    let mut c = server
+        .ws(&format!("/ws?token={short}&roomId=r"))
+        .await
+        .expect("valid for now");
+    c.next_of("room_joined").await;
+    assert_eq!(c.closed().await, 1008);
+    assert_eq!(
+        server
+            .metric("roomcast_disconnects_total", "token_expired")
+            .await,
+        1.0
+    );
+}

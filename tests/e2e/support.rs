@@ -337,6 +337,11 @@ impl Client {
         Ok(Client { ws })
     }
 
+    /// From now on, read pings without answering them (a stuck client).
+    pub fn stop_answering_pings(&mut self) {
+        self.ws.set_auto_pong(false);
+    }
+
     pub async fn send_json(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }

@@ -8,6 +8,7 @@
 //! [`Disconnect`]. Pings are answered and close frames echoed through the outbox, so
 //! every byte to the client leaves through the writer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastwebsockets::upgrade::UpgradeFut;
@@ -18,13 +19,16 @@ use roomcast_engine::outbox::Control;
 use roomcast_engine::{ClientError, Disconnect, ErrorCode, Session};
 
 use super::assemble::{AssembleError, Assembler, Message};
-use super::writer::{self, WriterEnd};
+use super::writer::{self, Heard, WriterEnd};
 
 /// Per-connection settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnOptions {
     pub max_message_bytes: usize,
     pub write_timeout: Duration,
+    pub ping_interval: Option<Duration>,
+    /// The token's `exp` (Unix seconds): the connection closes then.
+    pub token_expires_at: u64,
     /// Echo every message back instead of speaking the chat protocol.
     pub echo: bool,
 }
@@ -63,7 +67,14 @@ pub(crate) async fn serve(
     reader.set_max_message_size(opts.max_message_bytes.saturating_add(1));
 
     let outbox = session.outbox().clone();
-    let mut writer = tokio::spawn(writer::run(w, outbox.clone(), opts.write_timeout));
+    let heard = Arc::new(Heard::default());
+    let writer_opts = writer::WriterOptions {
+        write_timeout: opts.write_timeout,
+        ping_interval: opts.ping_interval,
+        token_expires_at: opts.token_expires_at,
+        heard: heard.clone(),
+    };
+    let mut writer = tokio::spawn(writer::run(w, outbox.clone(), writer_opts));
     metrics::counter!(m::CONNECTS).increment(1);
     let user_id = session.user().user_id.clone();
     tracing::debug!(conn = session.id(), %user_id, "connected");
@@ -75,6 +86,8 @@ pub(crate) async fn serve(
     }
 
     let mut send_fn = |frame: Frame<'_>| {
+        // Called for the replies the library owes (pongs, close echoes): the peer spoke.
+        heard.touch();
         let payload = bytes::Bytes::copy_from_slice(&frame.payload);
         match frame.opcode {
             OpCode::Pong => outbox.push_control(Control::Pong(payload)),
@@ -98,6 +111,7 @@ pub(crate) async fn serve(
             Ok(frame) => frame,
             Err(e) => break read_error(e),
         };
+        heard.touch();
         let message = match frame.opcode {
             OpCode::Close => break ReadEnd::PeerClosed,
             OpCode::Ping | OpCode::Pong => continue,

@@ -106,6 +106,7 @@ async fn accept(
         reject("not_upgrade");
         return Err(ApiError::UpgradeRequired);
     }
+    let token_expires_at = principal.expires_at();
     let session = app.engine.connect(principal.into_user()).map_err(|e| {
         reject("too_many_connections");
         ApiError::from(e)
@@ -120,6 +121,8 @@ async fn accept(
     let opts = conn::ConnOptions {
         max_message_bytes: app.config.max_frame_bytes,
         write_timeout: app.config.write_timeout,
+        ping_interval: app.config.ping_interval,
+        token_expires_at,
         echo,
     };
     app.shutdown

@@ -2,8 +2,15 @@
 //! one `write_all` (one syscall for the common case) — frames, control replies and the
 //! final close frame alike. A write that takes longer than the write timeout marks the
 //! client dead. Records delivery metrics once per batch, not per frame.
+//!
+//! It also keeps the heartbeat: every ping interval it closes the connection if the
+//! peer has been silent for two intervals (or its token has expired), and otherwise
+//! sends a ping, which every WebSocket client answers. Both branches of its `select!`
+//! are cancel-safe (`Outbox::next_batch` takes nothing until it returns; `Interval::tick`).
 
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use roomcast_engine::metrics as m;
@@ -24,18 +31,80 @@ pub(crate) enum WriterEnd {
     Failed(&'static str),
 }
 
+/// When the reader last heard from the peer, as milliseconds since a process-wide
+/// start instant (one relaxed store per frame).
+#[derive(Debug, Default)]
+pub(crate) struct Heard(AtomicU64);
+
+fn process_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Heard {
+    pub(crate) fn touch(&self) {
+        self.0.store(process_ms(), Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        Duration::from_millis(process_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+pub(crate) struct WriterOptions {
+    pub(crate) write_timeout: Duration,
+    pub(crate) ping_interval: Option<Duration>,
+    /// Unix seconds.
+    pub(crate) token_expires_at: u64,
+    pub(crate) heard: Arc<Heard>,
+}
+
+/// What the heartbeat decides at a tick: close (and why) or keep going.
+fn heartbeat(opts: &WriterOptions, interval: Duration) -> Option<Disconnect> {
+    if roomcast_engine::clock::now_unix_ms() / 1000 >= opts.token_expires_at {
+        Some(Disconnect::TOKEN_EXPIRED)
+    } else if opts.heard.silent_for() >= interval * 2 {
+        Some(Disconnect::IDLE_TIMEOUT)
+    } else {
+        None
+    }
+}
+
 pub(crate) async fn run<W: AsyncWrite + Unpin>(
     mut w: W,
     outbox: Arc<Outbox>,
-    write_timeout: Duration,
+    opts: WriterOptions,
 ) -> WriterEnd {
+    let write_timeout = opts.write_timeout;
+    opts.heard.touch();
+    let mut ticker = opts.ping_interval.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (t, every)
+    });
     let mut batch = Batch::default();
     let delivered = metrics::counter!(m::MESSAGES_DELIVERED);
     let latency = metrics::histogram!(m::DELIVERY_SECONDS);
     let queued = metrics::histogram!(m::OUTBOX_QUEUED_BYTES);
     let per_write = metrics::histogram!(m::WRITE_BATCH_FRAMES);
     loop {
-        outbox.next_batch(&mut batch).await;
+        if let Some((ticker, every)) = ticker.as_mut() {
+            let tick = tokio::select! {
+                _ = outbox.next_batch(&mut batch) => false,
+                _ = ticker.tick() => true,
+            };
+            if tick {
+                match heartbeat(&opts, *every) {
+                    Some(reason) => {
+                        outbox.close(reason);
+                    }
+                    None => outbox.push_control(Control::Ping(bytes::Bytes::new())),
+                }
+                continue;
+            }
+        } else {
+            outbox.next_batch(&mut batch).await;
+        }
         let mut size = 0;
         for f in &batch.frames {
             size += frame::header_len(f.payload.len()) + f.payload.len();
