@@ -213,6 +213,26 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
+    /// A reference to an already published message, for answering a deduplicated
+    /// resend: the ids and sender, no content.
+    pub fn reference(
+        message_id: MessageId,
+        room_id: String,
+        user_id: String,
+        username: String,
+        client_msg_id: Option<String>,
+    ) -> Self {
+        Self {
+            message_id,
+            room_id,
+            user_id,
+            username,
+            content: String::new(),
+            client_msg_id,
+            deleted: false,
+        }
+    }
+
     /// Server time in Unix milliseconds: the time encoded in the id, so it is never stored
     /// twice and always agrees with the order of ids.
     pub fn timestamp_ms(&self) -> u64 {

@@ -235,15 +235,13 @@ impl Session {
             {
                 Ok(Some(original)) => {
                     metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-                    let msg = ChatMessage {
-                        message_id: original,
-                        room_id: room_id.clone(),
-                        user_id: self.user.user_id.clone(),
-                        username: self.user.username.clone(),
-                        content: String::new(),
-                        client_msg_id: Some(cid.to_owned()),
-                        deleted: false,
-                    };
+                    let msg = ChatMessage::reference(
+                        original,
+                        room_id.clone(),
+                        self.user.user_id.clone(),
+                        self.user.username.clone(),
+                        Some(cid.to_owned()),
+                    );
                     AckTo::Outbox(self.outbox.clone()).send(Ok(Acked {
                         message: msg,
                         duplicate: true,

@@ -400,15 +400,13 @@ impl Shard {
             && !self.writer.failed.contains(original)
         {
             metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-            let msg = ChatMessage {
-                message_id: original,
+            let msg = ChatMessage::reference(
+                original,
                 room_id,
-                user_id: user.user_id.clone(),
-                username: user.username.clone(),
-                content: String::new(),
+                user.user_id.clone(),
+                user.username.clone(),
                 client_msg_id,
-                deleted: false,
-            };
+            );
             // Through the writer's queue: answered after the original is durable.
             if let Err(op) = self.writer.try_send(WriteOp::AckExisting { msg, ack })
                 && let WriteOp::AckExisting { ack, .. } = *op

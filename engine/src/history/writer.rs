@@ -155,6 +155,15 @@ impl HistoryWriter {
     }
 }
 
+fn not_stored(msg: &ChatMessage) -> ClientError {
+    ClientError::new(
+        ErrorCode::StoreUnavailable,
+        "the message could not be stored; retry with the same clientMsgId",
+    )
+    .in_room(&msg.room_id)
+    .for_client_msg(msg.client_msg_id.as_deref())
+}
+
 async fn run(
     rx: flume::Receiver<WriteOp>,
     store: Arc<dyn HistoryStore>,
@@ -242,24 +251,14 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
                     }
                     _ => {
                         failed.insert(msg.message_id);
-                        Err(ClientError::new(
-                            ErrorCode::StoreUnavailable,
-                            "the message could not be stored; retry with the same clientMsgId",
-                        )
-                        .in_room(&msg.room_id)
-                        .for_client_msg(msg.client_msg_id.as_deref()))
+                        Err(not_stored(&msg))
                     }
                 };
                 ack.send(result);
             }
             WriteOp::AckExisting { msg, ack } => {
                 let result = if failed.contains(msg.message_id) {
-                    Err(ClientError::new(
-                        ErrorCode::StoreUnavailable,
-                        "the message could not be stored; retry with the same clientMsgId",
-                    )
-                    .in_room(&msg.room_id)
-                    .for_client_msg(msg.client_msg_id.as_deref()))
+                    Err(not_stored(&msg))
                 } else {
                     Ok(Acked {
                         message: msg,
