@@ -3,6 +3,7 @@
 //! [`run`] serves on a listener until a shutdown signal, so tests and the binary start
 //! it the same way.
 
+mod accept;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -19,7 +20,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, header};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roomcast_engine::{Disconnect, EmbeddedStore, Engine, HistoryStore};
 use tokio::net::TcpListener;
@@ -160,19 +160,14 @@ pub async fn run(
 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, shards = config.engine.shards, data_dir = %config.data_dir.display(), "roomcast listening");
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let token = shutdown.token.clone();
+    let http = tokio_util::task::TaskTracker::new();
     on_ready(addr);
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            router(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .into_future(),
-    );
+    let server = tokio::spawn(accept::serve(
+        listener,
+        router(state),
+        shutdown.token.clone(),
+        http.clone(),
+    ));
 
     shutdown_signal.await;
     tracing::info!("shutting down: draining");
@@ -193,7 +188,9 @@ pub async fn run(
         );
     }
     engine.flush().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = server.await;
+    http.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), http.wait()).await;
     let _ = housekeeping.await;
     drop(tasks);
     tracing::info!(

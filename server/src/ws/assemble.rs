@@ -3,7 +3,8 @@
 //! UTF-8 fails on the fragment that carries it.
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, OpCode};
+
+use super::reader::{OP_BINARY, OP_CONTINUATION, OP_TEXT, RawFrame};
 
 /// A complete message.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,23 +41,25 @@ impl Assembler {
     }
 
     /// Feeds a data frame (text, binary or continuation). `Ok(Some)` completes a message.
-    pub(crate) fn push(&mut self, frame: Frame<'_>) -> Result<Option<Message>, AssembleError> {
+    pub(crate) fn push(&mut self, frame: RawFrame) -> Result<Option<Message>, AssembleError> {
         let is_text = match frame.opcode {
-            OpCode::Text | OpCode::Binary if self.open.is_some() => {
+            OP_TEXT | OP_BINARY if self.open.is_some() => {
                 return Err(AssembleError::Protocol);
             }
-            OpCode::Text => true,
-            OpCode::Binary => false,
-            OpCode::Continuation => self.open.ok_or(AssembleError::Protocol)?,
+            OP_TEXT => true,
+            OP_BINARY => false,
+            OP_CONTINUATION => self.open.ok_or(AssembleError::Protocol)?,
             _ => return Ok(None),
         };
         if frame.fin && self.open.is_none() {
-            // The common case: one unfragmented frame, no copy. (The library already
-            // checked a final text frame's UTF-8.)
+            // The common case: one unfragmented frame, no copy.
             if frame.payload.len() > self.max {
                 return Err(AssembleError::TooBig);
             }
-            let bytes = Bytes::copy_from_slice(&frame.payload);
+            if is_text && std::str::from_utf8(&frame.payload).is_err() {
+                return Err(AssembleError::InvalidUtf8);
+            }
+            let bytes = frame.payload.freeze();
             return Ok(Some(if is_text {
                 Message::Text(bytes)
             } else {
@@ -96,30 +99,27 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fastwebsockets::Payload;
 
-    fn frame(fin: bool, op: OpCode, data: &[u8]) -> Frame<'static> {
-        Frame::new(fin, op, None, Payload::Owned(data.to_vec()))
+    fn frame(fin: bool, opcode: u8, data: &[u8]) -> RawFrame {
+        RawFrame {
+            fin,
+            opcode,
+            payload: BytesMut::from(data),
+        }
     }
 
     #[test]
     fn joins_fragments_and_checks_utf8_across_boundaries() {
         let mut a = Assembler::new(100);
         let euro = "€".as_bytes(); // 3 bytes, split across fragments
+        assert_eq!(a.push(frame(false, OP_TEXT, &[b'a', euro[0]])), Ok(None));
+        assert_eq!(a.push(frame(false, OP_CONTINUATION, &euro[1..2])), Ok(None));
         assert_eq!(
-            a.push(frame(false, OpCode::Text, &[b'a', euro[0]])),
-            Ok(None)
-        );
-        assert_eq!(
-            a.push(frame(false, OpCode::Continuation, &euro[1..2])),
-            Ok(None)
-        );
-        assert_eq!(
-            a.push(frame(true, OpCode::Continuation, &euro[2..])),
+            a.push(frame(true, OP_CONTINUATION, &euro[2..])),
             Ok(Some(Message::Text(Bytes::from("a€"))))
         );
         assert_eq!(
-            a.push(frame(true, OpCode::Binary, &[0xff])),
+            a.push(frame(true, OP_BINARY, &[0xff])),
             Ok(Some(Message::Binary(Bytes::from_static(&[0xff]))))
         );
     }
@@ -128,31 +128,44 @@ mod tests {
     fn refuses_bad_sequences_oversize_and_invalid_text() {
         let mut a = Assembler::new(10);
         assert_eq!(
-            a.push(frame(true, OpCode::Continuation, b"x")),
+            a.push(frame(true, OP_CONTINUATION, b"x")),
             Err(AssembleError::Protocol)
         );
         let mut a = Assembler::new(10);
-        assert_eq!(a.push(frame(false, OpCode::Text, b"x")), Ok(None));
+        assert_eq!(a.push(frame(false, OP_TEXT, b"x")), Ok(None));
         assert_eq!(
-            a.push(frame(true, OpCode::Text, b"y")),
+            a.push(frame(true, OP_TEXT, b"y")),
             Err(AssembleError::Protocol)
         );
         let mut a = Assembler::new(10);
-        assert_eq!(a.push(frame(false, OpCode::Binary, &[0; 6])), Ok(None));
+        assert_eq!(a.push(frame(false, OP_BINARY, &[0; 6])), Ok(None));
         assert_eq!(
-            a.push(frame(true, OpCode::Continuation, &[0; 6])),
+            a.push(frame(true, OP_CONTINUATION, &[0; 6])),
             Err(AssembleError::TooBig)
         );
         let mut a = Assembler::new(10);
         assert_eq!(
-            a.push(frame(false, OpCode::Text, &[0xC3, 0x28])),
+            a.push(frame(false, OP_TEXT, &[0xC3, 0x28])),
             Err(AssembleError::InvalidUtf8)
         );
         let mut a = Assembler::new(10);
-        assert_eq!(a.push(frame(false, OpCode::Text, &[b'a', 0xE2])), Ok(None));
+        assert_eq!(a.push(frame(false, OP_TEXT, &[b'a', 0xE2])), Ok(None));
         assert_eq!(
-            a.push(frame(true, OpCode::Continuation, &[])),
+            a.push(frame(true, OP_CONTINUATION, &[])),
             Err(AssembleError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn a_single_text_frame_is_checked_too() {
+        let mut a = Assembler::new(10);
+        assert_eq!(
+            a.push(frame(true, OP_TEXT, &[b'{', 0xC3, 0x28])),
+            Err(AssembleError::InvalidUtf8)
+        );
+        assert_eq!(
+            a.push(frame(true, OP_TEXT, "é".as_bytes())),
+            Ok(Some(Message::Text(Bytes::from("é"))))
         );
     }
 }

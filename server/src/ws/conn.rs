@@ -1,24 +1,24 @@
 //! One WebSocket connection after the upgrade: a reader loop on this task and a
-//! [`writer`](super::writer) task, because fastwebsockets' `read_frame` is not
-//! cancel-safe and must never race a write in a `select!`. (The one `select!` here
-//! abandons the read for good when the writer has already ended the connection.)
+//! [`writer`](super::writer) task, so a slow socket write never delays reading and every
+//! byte to the client leaves through one place (pongs and close replies included).
 //!
-//! The reader decodes frames, reassembles fragments under the message-size cap, and
-//! feeds text to the [`Session`]; protocol violations close with the code from
-//! [`Disconnect`]. Pings are answered and close frames echoed through the outbox, so
-//! every byte to the client leaves through the writer.
+//! The reader ([`FrameReader`]) holds no buffer while the connection is idle. It
+//! reassembles fragments under the message-size cap and feeds text to the [`Session`];
+//! protocol violations close with the code from [`Disconnect`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
+use hyper_util::rt::TokioIo;
 use roomcast_engine::ids::MessageId;
 use roomcast_engine::metrics as m;
 use roomcast_engine::outbox::Control;
 use roomcast_engine::{ClientError, Disconnect, ErrorCode, Session};
+use tokio::net::TcpStream;
 
 use super::assemble::{AssembleError, Assembler, Message};
+use super::reader::{FrameReader, OP_CLOSE, OP_PING, OP_PONG, ReadError, close_code_allowed};
 use super::writer::{self, Heard, WriterEnd};
 
 /// Per-connection settings.
@@ -49,22 +49,25 @@ pub(crate) async fn serve(
     opts: ConnOptions,
     initial: Option<(String, Option<MessageId>)>,
 ) {
-    let ws = match upgrade.await {
-        Ok(ws) => ws,
+    let upgraded = match upgrade.await {
+        Ok(ws) => ws.into_inner().into_inner(),
         Err(e) => {
             tracing::debug!(error = %e, "upgrade did not complete");
             return;
         }
     };
-    let (mut r, w) = tokio::io::split(ws.into_inner());
-    // The frame reader borrows the read half, so that after a close we can drain the
-    // raw socket ourselves (see `linger`).
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(&mut r, tokio::io::sink(), Role::Server);
-    reader.set_auto_close(true);
-    reader.set_auto_pong(true);
-    // The library refuses frames whose length is >= this; we allow exactly the cap.
-    reader.set_max_message_size(opts.max_message_bytes.saturating_add(1));
+    // The raw TCP stream: split without a lock, and readable() lets the reader wait
+    // with no buffer. Bytes the HTTP layer read past the handshake come along.
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream; closing it");
+            return;
+        }
+    };
+    let (rd, w) = parts.io.into_inner().into_split();
+    let mut reader = FrameReader::new(rd, &parts.read_buf, opts.max_message_bytes);
+    drop(parts.read_buf);
 
     let outbox = session.outbox().clone();
     let heard = Arc::new(Heard::default());
@@ -85,36 +88,34 @@ pub(crate) async fn serve(
         session.send_error(&e);
     }
 
-    let mut send_fn = |frame: Frame<'_>| {
-        // Called for the replies the library owes (pongs, close echoes): the peer spoke.
-        heard.touch();
-        let payload = bytes::Bytes::copy_from_slice(&frame.payload);
-        match frame.opcode {
-            OpCode::Pong => outbox.push_control(Control::Pong(payload)),
-            // A control frame may carry at most 125 bytes; the library checks pings only.
-            OpCode::Close if payload.len() > 125 => {
-                outbox.close(Disconnect::PROTOCOL_ERROR);
-            }
-            OpCode::Close => outbox.push_control(Control::CloseRaw(payload)),
-            _ => {}
-        }
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
-    };
     let mut assembler = Assembler::new(opts.max_message_bytes);
     let end = loop {
+        // Both branches are cancel-safe (the reader keeps its state in itself).
         let read = tokio::select! {
             biased;
             done = &mut writer => break ReadEnd::WriterEnded(done.unwrap_or(WriterEnd::Failed("writer_panicked"))),
-            read = reader.read_frame(&mut send_fn) => read,
+            read = reader.next() => read,
         };
         let frame = match read {
             Ok(frame) => frame,
-            Err(e) => break read_error(e),
+            Err(ReadError::Eof) => break ReadEnd::Eof,
+            Err(ReadError::Protocol) => break ReadEnd::Violation(Disconnect::PROTOCOL_ERROR),
+            Err(ReadError::TooBig) => break ReadEnd::Violation(Disconnect::TOO_BIG),
         };
         heard.touch();
         let message = match frame.opcode {
-            OpCode::Close => break ReadEnd::PeerClosed,
-            OpCode::Ping | OpCode::Pong => continue,
+            OP_PING => {
+                outbox.push_control(Control::Pong(frame.payload.freeze()));
+                continue;
+            }
+            OP_PONG => continue,
+            OP_CLOSE => match check_close(&frame.payload) {
+                Ok(()) => {
+                    outbox.push_control(Control::CloseRaw(frame.payload.freeze()));
+                    break ReadEnd::PeerClosed;
+                }
+                Err(d) => break ReadEnd::Violation(d),
+            },
             _ => match assembler.push(frame) {
                 Ok(Some(message)) => message,
                 Ok(None) => continue,
@@ -171,24 +172,39 @@ pub(crate) async fn serve(
     {
         writer.abort();
     }
-    drop(reader);
     if matches!(
         end,
         ReadEnd::Violation(_) | ReadEnd::WriterEnded(WriterEnd::Closed(_))
     ) {
-        Box::pin(linger(&mut r)).await;
+        Box::pin(linger(reader.into_inner())).await;
     }
     tracing::debug!(%user_id, reason, "disconnected");
+}
+
+/// A peer's close frame must carry nothing, or a valid code and a UTF-8 reason.
+fn check_close(payload: &[u8]) -> Result<(), Disconnect> {
+    match payload.len() {
+        0 => Ok(()),
+        1 => Err(Disconnect::PROTOCOL_ERROR),
+        _ => {
+            if !close_code_allowed(u16::from_be_bytes([payload[0], payload[1]])) {
+                Err(Disconnect::PROTOCOL_ERROR)
+            } else if std::str::from_utf8(&payload[2..]).is_err() {
+                Err(Disconnect::INVALID_UTF8)
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
 
 /// After we sent a close, read and discard what the peer still sends (the rest of an
 /// oversize frame, its close reply) until it closes, for at most [`CLOSE_GRACE`] and
 /// [`LINGER_MAX_BYTES`]. Dropping a socket with unread input makes the kernel send a
 /// reset, which can destroy our close frame before the peer reads it.
-async fn linger<R: tokio::io::AsyncRead + Unpin>(r: &mut R) {
+async fn linger<R: tokio::io::AsyncRead + Unpin>(mut r: R) {
     use tokio::io::AsyncReadExt;
-    // On the heap, only while closing: an array here would sit inside every
-    // connection's task for its whole life.
+    // On the heap, only while closing.
     let mut scratch = vec![0u8; 4096];
     let mut total = 0;
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -205,16 +221,21 @@ async fn linger<R: tokio::io::AsyncRead + Unpin>(r: &mut R) {
 /// The most a closing connection reads and discards.
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
-fn read_error(e: WebSocketError) -> ReadEnd {
-    match e {
-        WebSocketError::InvalidUTF8 => ReadEnd::Violation(Disconnect::INVALID_UTF8),
-        WebSocketError::FrameTooLarge => ReadEnd::Violation(Disconnect::TOO_BIG),
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed
-        | WebSocketError::SendError(_) => ReadEnd::Eof,
-        // An invalid close code: the library already queued a 1002 close through the
-        // send closure; closing again is a no-op.
-        _ => ReadEnd::Violation(Disconnect::PROTOCOL_ERROR),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_frames_are_checked() {
+        assert_eq!(check_close(&[]), Ok(()));
+        assert_eq!(check_close(&[0x03]), Err(Disconnect::PROTOCOL_ERROR));
+        assert_eq!(check_close(&1000u16.to_be_bytes()), Ok(()));
+        assert_eq!(
+            check_close(&1005u16.to_be_bytes()),
+            Err(Disconnect::PROTOCOL_ERROR)
+        );
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend_from_slice(&[0xC3, 0x28]);
+        assert_eq!(check_close(&bad_reason), Err(Disconnect::INVALID_UTF8));
     }
 }

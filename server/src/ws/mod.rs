@@ -6,6 +6,7 @@
 mod assemble;
 mod conn;
 mod frame;
+mod reader;
 mod writer;
 
 use std::net::SocketAddr;
