@@ -24,6 +24,8 @@ run() {
   for _ in $(seq 100); do grep -q listening "$out/$name.server.out" 2>/dev/null && break; sleep 0.1; done
   target/release/roomcast-load "$@" --url ws://127.0.0.1:$port --secret $secret --server-pid $pid \
     >"$out/$name.jsonl" 2>"$out/$name.txt" || true
+  # The server's own account of the run (disconnect reasons, slow consumers, ...).
+  curl -s "http://127.0.0.1:$port/metrics" >"$out/$name.metrics" || true
   kill $pid; wait $pid 2>/dev/null || true
   echo "== $name"; cat "$out/$name.txt"
 }

@@ -87,13 +87,44 @@ impl Conn {
         Ok(Conn { ws })
     }
 
-    pub(crate) fn split(
-        self,
-    ) -> (
-        WebSocketRead<ReadHalf<Stream>>,
-        WebSocketWrite<WriteHalf<Stream>>,
-    ) {
-        self.ws.split(tokio::io::split)
+    /// A receive-only member: the whole socket stays with the reader, which answers the
+    /// server's pings itself.
+    pub(crate) fn into_reader(self) -> Reader {
+        Reader::Full(self.ws)
+    }
+
+    /// A publishing member: the write half is shared between the publish loop and the
+    /// reader (which must send the pongs it owes through it).
+    pub(crate) fn into_publisher(self) -> (Reader, SharedWrite) {
+        let (read, write) = self.ws.split(tokio::io::split);
+        let write = std::sync::Arc::new(tokio::sync::Mutex::new(write));
+        (Reader::Split(read, write.clone()), write)
+    }
+}
+
+pub(crate) type SharedWrite = std::sync::Arc<tokio::sync::Mutex<WebSocketWrite<WriteHalf<Stream>>>>;
+
+/// A member's receiving side. Either way, pings are answered (the server closes
+/// connections that stay silent for two ping intervals).
+pub(crate) enum Reader {
+    Full(WebSocket<Stream>),
+    Split(WebSocketRead<ReadHalf<Stream>>, SharedWrite),
+}
+
+impl Reader {
+    async fn next(&mut self) -> Result<Frame<'_>, fastwebsockets::WebSocketError> {
+        match self {
+            Reader::Full(ws) => ws.read_frame().await,
+            Reader::Split(read, write) => {
+                let mut reply = |f: Frame<'_>| {
+                    let write = write.clone();
+                    let owned =
+                        Frame::new(true, f.opcode, None, Payload::Owned(f.payload.to_vec()));
+                    async move { write.lock().await.write_frame(owned).await }
+                };
+                read.read_frame(&mut reply).await
+            }
+        }
     }
 }
 
@@ -112,7 +143,7 @@ fn parse_marker(payload: &[u8]) -> Option<(usize, usize, u64, u64)> {
 /// Reads until told to stop; returns per-step statistics. Messages from `own`
 /// (this connection's publisher index) are its echoes and are not counted.
 pub(crate) async fn read_loop(
-    mut read: WebSocketRead<ReadHalf<Stream>>,
+    mut read: Reader,
     steps: usize,
     epoch: Instant,
     own: Option<usize>,
@@ -121,11 +152,11 @@ pub(crate) async fn read_loop(
     let mut stats: Vec<StepStats> = (0..steps).map(|_| StepStats::default()).collect();
     // Highest sequence seen per publisher (a room has few publishers: linear search).
     let mut last: Vec<(usize, u64)> = Vec::new();
-    let mut ignore = |_: Frame<'_>| std::future::ready(Ok::<(), std::convert::Infallible>(()));
     loop {
+        // Abandoning the read on stop is fine: the connection is not read again.
         let frame = tokio::select! {
             _ = stop.changed() => break,
-            f = read.read_frame(&mut ignore) => match f {
+            f = read.next() => match f {
                 Ok(f) => f,
                 Err(_) => break,
             },
@@ -161,7 +192,7 @@ pub(crate) async fn read_loop(
 /// sent per step.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn publish_loop(
-    mut write: WebSocketWrite<WriteHalf<Stream>>,
+    write: SharedWrite,
     room: String,
     index: usize,
     publishers: usize,
@@ -199,6 +230,8 @@ pub(crate) async fn publish_loop(
                 r#"{{"type":"message","roomId":"{room}","content":"{content}","clientMsgId":"{index}-{seq}"}}"#
             );
             if write
+                .lock()
+                .await
                 .write_frame(Frame::text(Payload::Owned(text.into_bytes())))
                 .await
                 .is_err()

@@ -281,8 +281,13 @@ async fn room(args: Arc<Args>) -> bool {
     let mut pub_index = 0;
     for (i, conn) in conns.into_iter().enumerate() {
         let Some(conn) = conn else { continue };
-        let (read, write) = conn.split();
         let is_pub = i % members < args.publishers;
+        let (read, write) = if is_pub {
+            let (r, w) = conn.into_publisher();
+            (r, Some(w))
+        } else {
+            (conn.into_reader(), None)
+        };
         readers.push(tokio::spawn(client::read_loop(
             read,
             steps,
@@ -290,7 +295,7 @@ async fn room(args: Arc<Args>) -> bool {
             if is_pub { Some(pub_index) } else { None },
             stop_rx.clone(),
         )));
-        if is_pub {
+        if let Some(write) = write {
             let args = args.clone();
             let room = format!("load-room-{}", i / members);
             let idx = pub_index;
@@ -306,8 +311,6 @@ async fn room(args: Arc<Args>) -> bool {
                 t0,
             )));
             pub_index += 1;
-        } else {
-            drop(write);
         }
     }
     let cpu_marks: Vec<Option<f64>> = {
