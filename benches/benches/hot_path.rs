@@ -62,5 +62,38 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Routing a room to its shard, the per-user rate-limit check, and JWT verification:
+/// the per-message and per-connection checks in front of the shard.
+fn checks(c: &mut Criterion) {
+    let rooms: Vec<String> = (0..1024).map(|i| format!("conversation:{i:08}")).collect();
+    c.bench_function("route_room_to_shard", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            roomcast_engine::engine::stable_hash(&rooms[i]) % 2
+        })
+    });
+    let limits =
+        roomcast_engine::ratelimit::RateLimits::new(&roomcast_engine::ratelimit::RateLimitConfig {
+            max_messages: u32::MAX,
+            ..Default::default()
+        });
+    let users: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+    c.bench_function("rate_limit_check_10k_users", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % users.len();
+            limits.check_message(&users[i]).is_ok()
+        })
+    });
+    let secret = b"bench-secret-0123456789";
+    let verifier = roomcast_server::auth::Verifier::new(secret, None, None);
+    let token = roomcast_server::auth::mint(secret, "user-1", "User One", false, 3600, None, None)
+        .unwrap_or_default();
+    c.bench_function("jwt_verify_hs256", |b| {
+        b.iter(|| verifier.verify(&token).is_ok())
+    });
+}
+
+criterion_group!(benches, bench, checks);
 criterion_main!(benches);

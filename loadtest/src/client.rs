@@ -10,7 +10,7 @@ use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket, WebSocketRead, Web
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::stats::StepStats;
+use crate::stats::{StepStats, unix_us};
 
 type Stream = BufReader<TcpStream>;
 
@@ -89,6 +89,11 @@ impl Conn {
 
     /// A receive-only member: the whole socket stays with the reader, which answers the
     /// server's pings itself.
+    /// Closes politely (close frame, then drop).
+    pub(crate) async fn close(mut self) {
+        let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
+    }
+
     pub(crate) fn into_reader(self) -> Reader {
         Reader::Full(self.ws)
     }
@@ -140,12 +145,32 @@ fn parse_marker(payload: &[u8]) -> Option<(usize, usize, u64, u64)> {
     Some((num()? as usize, num()? as usize, num()?, num()?))
 }
 
+/// Converts wall-clock microseconds to this process's `Instant`s (deadlines), so that
+/// every process of a run follows one schedule.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    instant: Instant,
+    unix_us: u64,
+}
+
+impl Clock {
+    pub(crate) fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix_us: unix_us(),
+        }
+    }
+
+    pub(crate) fn instant_at(&self, unix: u64) -> Instant {
+        self.instant + Duration::from_micros(unix.saturating_sub(self.unix_us))
+    }
+}
+
 /// Reads until told to stop; returns per-step statistics. Messages from `own`
 /// (this connection's publisher index) are its echoes and are not counted.
 pub(crate) async fn read_loop(
     mut read: Reader,
     steps: usize,
-    epoch: Instant,
     own: Option<usize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<StepStats> {
@@ -173,7 +198,7 @@ pub(crate) async fn read_loop(
         if Some(publisher) == own || step >= steps {
             continue;
         }
-        let now_us = epoch.elapsed().as_micros() as u64;
+        let now = unix_us();
         let st = &mut stats[step];
         st.received += 1;
         match last.iter_mut().find(|(p, _)| *p == publisher) {
@@ -181,49 +206,64 @@ pub(crate) async fn read_loop(
             Some((_, l)) => *l = seq,
             None => last.push((publisher, seq)),
         }
-        st.lat
-            .push(now_us.saturating_sub(sched_us).min(u64::from(u32::MAX)) as u32);
+        st.latency.record(now.saturating_sub(sched_us));
     }
     stats
 }
 
-/// Publishes open-loop: in step k, this publisher sends `rates[k] / publishers` messages
-/// per second, each at its scheduled time (immediately if behind). Returns messages
-/// sent per step.
-#[allow(clippy::too_many_arguments)]
+/// The run's schedule: step `k` starts at `t0 + k * (step + gap)` (wall clock, µs).
+#[derive(Debug, Clone)]
+pub(crate) struct Schedule {
+    pub(crate) t0_unix_us: u64,
+    pub(crate) rates: Vec<f64>,
+    pub(crate) step: Duration,
+    pub(crate) gap: Duration,
+    /// Publishers in the whole run (all processes).
+    pub(crate) publishers: usize,
+    pub(crate) size: usize,
+}
+
+impl Schedule {
+    pub(crate) fn step_start_us(&self, k: usize) -> u64 {
+        self.t0_unix_us + (self.step + self.gap).as_micros() as u64 * k as u64
+    }
+
+    pub(crate) fn end_us(&self) -> u64 {
+        self.step_start_us(self.rates.len())
+    }
+}
+
+/// Publishes open-loop: in step k, this publisher sends its share of `rates[k] * step`
+/// messages, each at its scheduled time (immediately if behind). Returns messages sent
+/// per step.
 pub(crate) async fn publish_loop(
     write: SharedWrite,
     room: String,
     index: usize,
-    publishers: usize,
-    rates: Vec<f64>,
-    step: Duration,
-    gap: Duration,
-    size: usize,
-    t0: Instant,
+    plan: Schedule,
+    clock: Clock,
 ) -> Vec<u64> {
-    let mut sent = vec![0u64; rates.len()];
+    let mut sent = vec![0u64; plan.rates.len()];
     let mut seq: u64 = 0;
+    let publishers = plan.publishers.max(1);
     // Spread publishers' schedules across the interval so they do not fire in lockstep.
-    let phase = index as f64 / publishers.max(1) as f64;
-    for (k, rate) in rates.iter().enumerate() {
+    let phase = index as f64 / publishers as f64;
+    for (k, rate) in plan.rates.iter().enumerate() {
         let per_pub = rate / publishers as f64;
         if per_pub <= 0.0 {
             continue;
         }
-        let start = t0 + (step + gap) * k as u32;
         // Split the step's total exactly: publisher i sends its share of the rounding.
-        let total = (rate * step.as_secs_f64()).round() as u64;
-        let p = publishers.max(1) as u64;
-        let i = index as u64;
+        let total = (rate * plan.step.as_secs_f64()).round() as u64;
+        let (p, i) = (publishers as u64, index as u64);
         let n = (i + 1) * total / p - i * total / p;
-        let interval = 1.0 / per_pub;
+        let interval_us = 1e6 / per_pub;
+        let start = plan.step_start_us(k);
         for j in 0..n {
-            let sched = start + Duration::from_secs_f64((j as f64 + phase) * interval);
-            tokio::time::sleep_until(sched.into()).await;
-            let sched_us = sched.duration_since(t0).as_micros() as u64;
+            let sched_us = start + ((j as f64 + phase) * interval_us) as u64;
+            tokio::time::sleep_until(clock.instant_at(sched_us).into()).await;
             let mut content = format!("LT|{k}|{index}|{seq}|{sched_us}|");
-            while content.len() < size {
+            while content.len() < plan.size {
                 content.push('x');
             }
             let text = format!(

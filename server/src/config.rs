@@ -41,6 +41,8 @@ pub struct Config {
     /// Server pings every this often; a connection silent for two intervals is closed.
     /// `None` (0) disables heartbeats.
     pub ping_interval: Option<Duration>,
+    /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
     pub echo_endpoint: bool,
     pub log_json: bool,
     pub engine: EngineConfig,
@@ -230,6 +232,7 @@ impl Config {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
+            listen_backlog: positive(env, "ROOMCAST_LISTEN_BACKLOG", 4096u32)?,
             echo_endpoint: flag(env, "ROOMCAST_ECHO_ENDPOINT", false)?,
             log_json: get(env, "ROOMCAST_LOG_FORMAT").is_some_and(|v| v == "json"),
             engine,

@@ -56,8 +56,7 @@ fn serve() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let addr = std::net::SocketAddr::new(config.bind, config.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen(addr, config.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         roomcast_server::run(listener, config, metrics, shutdown::signal(), |bound| {
             // One line on stdout that scripts and tests wait for: the server is ready.
@@ -74,6 +73,19 @@ fn serve() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds with an explicit backlog: a reconnect storm after a restart arrives all at once,
+/// and tokio's default (1024) makes the excess wait a SYN retransmit (a second or more).
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 fn token(args: &[String]) -> ExitCode {
