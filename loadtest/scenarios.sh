@@ -3,7 +3,11 @@
 #   big      1 room x 2,000 subscribers + 1 publisher, rate steps
 #   private  5,000 rooms x 2 members, every connection publishing, rate steps
 #   idle     18,000 connections in 1,000 rooms, server RSS per connection
-# Usage: bash loadtest/scenarios.sh [big|private|idle ...] ; results in target/perf/.
+#   churn    200 connect+join+close per second for 20 s: failures, leftovers, RSS
+#   members  one room of 500 / 1,000 / 2,000 / 4,000 members (2 driver processes)
+#   conns    idle 5,000 / 10,000 / 19,500 connections (2 driver processes)
+# Usage: bash loadtest/scenarios.sh [big|private|idle|churn|members|conns ...];
+# results in target/perf/.
 # The server runs with the full product on the path (auth, rate limit with a raised
 # quota, moderation, history with fsync, metrics). Bounded: each step 10 s.
 set -euo pipefail
@@ -35,7 +39,16 @@ for s in "${@:-big private idle}"; do
     case $scenario in
       big) run big room --rooms 1 --members 2001 --publishers 1 --rates 25,50,100,150,200 --step-secs 10 ;;
       private) run private room --rooms 5000 --members 2 --publishers 2 --rates 1000,5000,10000,15000,20000 --step-secs 10 ;;
-      idle) run idle idle --connections 18000 --rooms 1000 --hold-secs 5 ;;
+      idle) run idle idle --connections 18000 --rooms 1000 --hold-secs 5 --procs 2 ;;
+      churn) run churn churn --rate 200 --duration-secs 20 --rooms 100 ;;
+      members)
+        for m in 500 1000 2000 4000; do
+          run "members-$m" room --rooms 1 --members $((m + 1)) --publishers 1 --rates 25,50,100,150,200 --step-secs 10 --procs 2
+        done ;;
+      conns)
+        for n in 5000 10000 19500; do
+          run "conns-$n" idle --connections $n --rooms 1000 --hold-secs 5 --procs 2
+        done ;;
       *) echo "unknown scenario $scenario" >&2; exit 2 ;;
     esac
   done

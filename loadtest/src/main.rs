@@ -624,12 +624,14 @@ async fn server_connections(addr: SocketAddr) -> Option<f64> {
     .await
     .ok()?
     .ok()?;
-    body.lines()
-        .find(|l| l.starts_with("roomcast_connections "))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    if !body.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // The gauge appears with the first connection; before that there are none.
+    match body.lines().find(|l| l.starts_with("roomcast_connections ")) {
+        Some(line) => line.rsplit(' ').next()?.parse().ok(),
+        None => Some(0.0),
+    }
 }
 
 async fn churn(args: Arc<Args>) -> bool {
