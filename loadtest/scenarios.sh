@@ -37,8 +37,8 @@ run() {
 for s in "${@:-big private idle}"; do
   for scenario in $s; do
     case $scenario in
-      big) run big room --rooms 1 --members 2001 --publishers 1 --rates 25,50,100,150,200 --step-secs 10 ;;
-      private) run private room --rooms 5000 --members 2 --publishers 2 --rates 1000,5000,10000,15000,20000 --step-secs 10 ;;
+      big) run big room --rooms 1 --members 2001 --publishers 1 --rates 25,50,100,150,200,250 --step-secs 10 --procs 2 ;;
+      private) run private room --rooms 5000 --members 2 --publishers 2 --rates 1000,5000,10000,15000,20000 --step-secs 10 --procs 2 ;;
       idle) run idle idle --connections 18000 --rooms 1000 --hold-secs 5 --procs 2 ;;
       churn) run churn churn --rate 200 --duration-secs 20 --rooms 100 ;;
       members)
