@@ -14,7 +14,7 @@ use crate::stats::{StepStats, unix_us};
 
 type Stream = BufReader<TcpStream>;
 
-pub(crate) fn token(secret: &str, user: &str) -> String {
+pub fn token(secret: &str, user: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -29,13 +29,13 @@ pub(crate) fn token(secret: &str, user: &str) -> String {
     .unwrap_or_default()
 }
 
-pub(crate) struct Conn {
+pub struct Conn {
     ws: WebSocket<Stream>,
 }
 
 impl Conn {
     /// Connects, upgrades, and waits for `room_joined`.
-    pub(crate) async fn open(
+    pub async fn open(
         addr: SocketAddr,
         src: Option<IpAddr>,
         token: &str,
@@ -90,28 +90,79 @@ impl Conn {
     /// A receive-only member: the whole socket stays with the reader, which answers the
     /// server's pings itself.
     /// Closes politely (close frame, then drop).
-    pub(crate) async fn close(mut self) {
+    pub async fn close(mut self) {
         let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
     }
 
-    pub(crate) fn into_reader(self) -> Reader {
+    /// Publishes `size` bytes of content with `client_msg_id` and waits (at most
+    /// `within`) for its ack and for the message itself coming back through the room's
+    /// fan-out, skipping everything else. Returns (send -> ack, send -> delivery).
+    pub async fn publish_and_wait(
+        &mut self,
+        room: &str,
+        client_msg_id: &str,
+        size: usize,
+        within: Duration,
+    ) -> Result<(Duration, Duration), String> {
+        let content = "g".repeat(size);
+        let text = format!(
+            r#"{{"type":"message","roomId":"{room}","content":"{content}","clientMsgId":"{client_msg_id}"}}"#
+        );
+        let started = Instant::now();
+        self.ws
+            .write_frame(Frame::text(Payload::Owned(text.into_bytes())))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ack_needle = r#""type":"ack""#;
+        let id_needle = format!(r#""clientMsgId":"{client_msg_id}""#);
+        let (mut ack, mut delivered) = (None, None);
+        let deadline = tokio::time::Instant::now() + within;
+        while ack.is_none() || delivered.is_none() {
+            let frame = tokio::time::timeout_at(deadline, self.ws.read_frame())
+                .await
+                .map_err(|_| "timed out waiting for ack and delivery".to_string())?
+                .map_err(|e| e.to_string())?;
+            match frame.opcode {
+                OpCode::Close => return Err("closed by the server".into()),
+                OpCode::Text => {}
+                _ => continue,
+            }
+            let p = &frame.payload[..];
+            if memfind(p, id_needle.as_bytes()).is_none() {
+                if memfind(p, br#""type":"error""#).is_some() {
+                    return Err(String::from_utf8_lossy(p).into_owned());
+                }
+                continue;
+            }
+            if memfind(p, ack_needle.as_bytes()).is_some() {
+                ack = Some(started.elapsed());
+            } else if memfind(p, br#""type":"message""#).is_some() {
+                delivered = Some(started.elapsed());
+            } else if memfind(p, br#""type":"error""#).is_some() {
+                return Err(String::from_utf8_lossy(p).into_owned());
+            }
+        }
+        Ok((ack.unwrap_or_default(), delivered.unwrap_or_default()))
+    }
+
+    pub fn into_reader(self) -> Reader {
         Reader::Full(self.ws)
     }
 
     /// A publishing member: the write half is shared between the publish loop and the
     /// reader (which must send the pongs it owes through it).
-    pub(crate) fn into_publisher(self) -> (Reader, SharedWrite) {
+    pub fn into_publisher(self) -> (Reader, SharedWrite) {
         let (read, write) = self.ws.split(tokio::io::split);
         let write = std::sync::Arc::new(tokio::sync::Mutex::new(write));
         (Reader::Split(read, write.clone()), write)
     }
 }
 
-pub(crate) type SharedWrite = std::sync::Arc<tokio::sync::Mutex<WebSocketWrite<WriteHalf<Stream>>>>;
+pub type SharedWrite = std::sync::Arc<tokio::sync::Mutex<WebSocketWrite<WriteHalf<Stream>>>>;
 
 /// A member's receiving side. Either way, pings are answered (the server closes
 /// connections that stay silent for two ping intervals).
-pub(crate) enum Reader {
+pub enum Reader {
     Full(WebSocket<Stream>),
     Split(WebSocketRead<ReadHalf<Stream>>, SharedWrite),
 }
@@ -148,27 +199,27 @@ fn parse_marker(payload: &[u8]) -> Option<(usize, usize, u64, u64)> {
 /// Converts wall-clock microseconds to this process's `Instant`s (deadlines), so that
 /// every process of a run follows one schedule.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
+pub struct Clock {
     instant: Instant,
     unix_us: u64,
 }
 
 impl Clock {
-    pub(crate) fn now() -> Self {
+    pub fn now() -> Self {
         Self {
             instant: Instant::now(),
             unix_us: unix_us(),
         }
     }
 
-    pub(crate) fn instant_at(&self, unix: u64) -> Instant {
+    pub fn instant_at(&self, unix: u64) -> Instant {
         self.instant + Duration::from_micros(unix.saturating_sub(self.unix_us))
     }
 }
 
 /// Reads until told to stop; returns per-step statistics. Messages from `own`
 /// (this connection's publisher index) are its echoes and are not counted.
-pub(crate) async fn read_loop(
+pub async fn read_loop(
     mut read: Reader,
     steps: usize,
     own: Option<usize>,
@@ -213,22 +264,22 @@ pub(crate) async fn read_loop(
 
 /// The run's schedule: step `k` starts at `t0 + k * (step + gap)` (wall clock, µs).
 #[derive(Debug, Clone)]
-pub(crate) struct Schedule {
-    pub(crate) t0_unix_us: u64,
-    pub(crate) rates: Vec<f64>,
-    pub(crate) step: Duration,
-    pub(crate) gap: Duration,
+pub struct Schedule {
+    pub t0_unix_us: u64,
+    pub rates: Vec<f64>,
+    pub step: Duration,
+    pub gap: Duration,
     /// Publishers in the whole run (all processes).
-    pub(crate) publishers: usize,
-    pub(crate) size: usize,
+    pub publishers: usize,
+    pub size: usize,
 }
 
 impl Schedule {
-    pub(crate) fn step_start_us(&self, k: usize) -> u64 {
+    pub fn step_start_us(&self, k: usize) -> u64 {
         self.t0_unix_us + (self.step + self.gap).as_micros() as u64 * k as u64
     }
 
-    pub(crate) fn end_us(&self) -> u64 {
+    pub fn end_us(&self) -> u64 {
         self.step_start_us(self.rates.len())
     }
 }
@@ -236,7 +287,7 @@ impl Schedule {
 /// Publishes open-loop: in step k, this publisher sends its share of `rates[k] * step`
 /// messages, each at its scheduled time (immediately if behind). Returns messages sent
 /// per step.
-pub(crate) async fn publish_loop(
+pub async fn publish_loop(
     write: SharedWrite,
     room: String,
     index: usize,

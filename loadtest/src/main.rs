@@ -35,9 +35,6 @@
 //! Output: one JSON line per step (or per run) on stdout, a human table on stderr.
 //! Every loop is bounded in count and time; targets must be loopback addresses.
 
-mod client;
-mod stats;
-
 use std::net::{IpAddr, SocketAddr};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -46,8 +43,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use client::{Clock, Conn, Schedule};
-use stats::{Hist, StepStats, proc_cpu_seconds, proc_rss_bytes, unix_us};
+use roomcast_loadtest::client::{self, Clock, Conn, Schedule};
+use roomcast_loadtest::stats::{Hist, StepStats, proc_cpu_seconds, proc_rss_bytes, unix_us};
 
 const USAGE: &str = "usage: roomcast-load room|idle|churn --url ws://127.0.0.1:PORT --secret SECRET [options]
   common:  --server-pid PID  --procs N  --source-ips 127.0.0.1,127.0.0.2  --connect-concurrency 256  --slo
@@ -628,7 +625,10 @@ async fn server_connections(addr: SocketAddr) -> Option<f64> {
         return None;
     }
     // The gauge appears with the first connection; before that there are none.
-    match body.lines().find(|l| l.starts_with("roomcast_connections ")) {
+    match body
+        .lines()
+        .find(|l| l.starts_with("roomcast_connections "))
+    {
         Some(line) => line.rsplit(' ').next()?.parse().ok(),
         None => Some(0.0),
     }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Microseconds since the Unix epoch.
-pub(crate) fn unix_us() -> u64 {
+pub fn unix_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -16,7 +16,7 @@ pub(crate) fn unix_us() -> u64 {
 /// power of two (under 1.6% error), so a step's millions of samples take a few KB and
 /// workers' histograms merge by adding counts.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(crate) struct Hist {
+pub struct Hist {
     counts: Vec<u64>,
 }
 
@@ -44,7 +44,7 @@ fn bucket_floor(b: usize) -> u64 {
 }
 
 impl Hist {
-    pub(crate) fn record(&mut self, us: u64) {
+    pub fn record(&mut self, us: u64) {
         let b = bucket(us);
         if self.counts.len() <= b {
             self.counts.resize(b + 1, 0);
@@ -52,7 +52,7 @@ impl Hist {
         self.counts[b] += 1;
     }
 
-    pub(crate) fn merge(&mut self, other: &Hist) {
+    pub fn merge(&mut self, other: &Hist) {
         if self.counts.len() < other.counts.len() {
             self.counts.resize(other.counts.len(), 0);
         }
@@ -61,12 +61,12 @@ impl Hist {
         }
     }
 
-    pub(crate) fn count(&self) -> u64 {
+    pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
     /// The `q` quantile in microseconds (the floor of its bucket; 0 when empty).
-    pub(crate) fn quantile(&self, q: f64) -> u64 {
+    pub fn quantile(&self, q: f64) -> u64 {
         let total = self.count();
         if total == 0 {
             return 0;
@@ -82,22 +82,22 @@ impl Hist {
         0
     }
 
-    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
+    pub fn quantile_ms(&self, q: f64) -> f64 {
         self.quantile(q) as f64 / 1000.0
     }
 }
 
 /// What one step looked like to a set of readers.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(crate) struct StepStats {
-    pub(crate) received: u64,
-    pub(crate) duplicates: u64,
+pub struct StepStats {
+    pub received: u64,
+    pub duplicates: u64,
     /// Scheduled send time to receipt.
-    pub(crate) latency: Hist,
+    pub latency: Hist,
 }
 
 impl StepStats {
-    pub(crate) fn merge(&mut self, other: &StepStats) {
+    pub fn merge(&mut self, other: &StepStats) {
         self.received += other.received;
         self.duplicates += other.duplicates;
         self.latency.merge(&other.latency);
@@ -105,7 +105,7 @@ impl StepStats {
 }
 
 /// User + system CPU seconds of a process.
-pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14, 15.
     let rest = stat.rsplit_once(')')?.1;
@@ -117,7 +117,7 @@ pub(crate) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// Resident set size of a process in bytes.
-pub(crate) fn proc_rss_bytes(pid: u32) -> Option<u64> {
+pub fn proc_rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
