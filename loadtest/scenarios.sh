@@ -9,13 +9,16 @@
 # Usage: bash loadtest/scenarios.sh [big|private|idle|churn|members|conns ...];
 # results in target/perf/.
 # The server runs with the full product on the path (auth, rate limit with a raised
-# quota, moderation, history with fsync, metrics). Bounded: each step 10 s.
+# quota, moderation with a blocked-word list, history with fsync, metrics). Bounded:
+# each step 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p roomcast-server -p roomcast-loadtest
 out=target/perf; mkdir -p "$out"
 secret=load-secret-0123456789abcdef
 port=${PORT:-9200}
+# Moderation on the path: 40 blocked words, so every message is scanned.
+blocked=$(printf 'blockedword%02d,' $(seq 1 40))
 ulimit -n 20000
 
 run() {
@@ -23,6 +26,7 @@ run() {
   rm -rf "$out/data-$name"
   JWT_SECRET=$secret PORT=$port ROOMCAST_BIND=127.0.0.1 ROOMCAST_DATA_DIR="$out/data-$name" \
     RATE_LIMIT_MAX_MESSAGES=100000000 ROOMCAST_CONNECT_RATE_PER_IP=1000000 RUST_LOG=warn \
+    ROOMCAST_BLOCKED_WORDS="$blocked" \
     target/release/roomcast >"$out/$name.server.out" 2>"$out/$name.server.err" &
   local pid=$!
   for _ in $(seq 100); do grep -q listening "$out/$name.server.out" 2>/dev/null && break; sleep 0.1; done

@@ -86,6 +86,19 @@ fn checks(c: &mut Criterion) {
             limits.check_message(&users[i]).is_ok()
         })
     });
+    let moderator = roomcast_engine::moderation::Moderator::new(
+        roomcast_engine::moderation::ModerationConfig {
+            enabled: true,
+            max_message_length: 1000,
+            blocked_words: (1..=40).map(|i| format!("blockedword{i:02}")).collect(),
+            mode: roomcast_engine::moderation::ModerationMode::Mask,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let clean = "the quick brown fox jumps over the lazy dog ".repeat(6);
+    c.bench_function("moderation_check_256b_40_words", |b| {
+        b.iter(|| moderator.check(&clean).is_ok())
+    });
     let secret = b"bench-secret-0123456789";
     let verifier = roomcast_server::auth::Verifier::new(secret, None, None);
     let token = roomcast_server::auth::mint(secret, "user-1", "User One", false, 3600, None, None)

@@ -217,7 +217,9 @@ impl HistoryStore for EmbeddedStore {
     ) -> Result<Option<MessageId>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::backend)?;
         let table = txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
-        let v = table.get((room_id, user_id, client_msg_id)).map_err(StoreError::backend)?;
+        let v = table
+            .get((room_id, user_id, client_msg_id))
+            .map_err(StoreError::backend)?;
         Ok(v.map(|v| v.value()))
     }
 
