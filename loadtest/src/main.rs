@@ -237,6 +237,26 @@ fn emit<T: Serialize>(v: &T) {
     }
 }
 
+/// Opens connection number `i` as `user` into `room` (from the `i`-th source address,
+/// within 30 s); `None` on failure. Returns the connection and its connect time in µs.
+async fn timed_open(args: &Args, i: usize, user: &str, room: &str) -> Option<(Conn, u64)> {
+    let src = if args.source_ips.is_empty() {
+        None
+    } else {
+        Some(args.source_ips[i % args.source_ips.len()])
+    };
+    let token = client::token(&args.secret, user);
+    let started = Instant::now();
+    let conn = tokio::time::timeout(
+        Duration::from_secs(30),
+        Conn::open(args.addr, src, &token, room),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some((conn, started.elapsed().as_micros() as u64))
+}
+
 /// Connects global indexes `range` with bounded concurrency; `None` = failed.
 async fn connect_range(
     args: &Arc<Args>,
@@ -251,21 +271,7 @@ async fn connect_range(
         let room = room_of(i);
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.ok()?;
-            let src = if args.source_ips.is_empty() {
-                None
-            } else {
-                Some(args.source_ips[i % args.source_ips.len()])
-            };
-            let token = client::token(&args.secret, &format!("load-{i}"));
-            let started = Instant::now();
-            let conn = tokio::time::timeout(
-                Duration::from_secs(30),
-                Conn::open(args.addr, src, &token, &room),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            Some((conn, started.elapsed().as_micros() as u64))
+            timed_open(&args, i, &format!("load-{i}"), &room).await
         }));
     }
     let mut conns = Vec::with_capacity(tasks.len());
@@ -650,22 +656,8 @@ async fn churn(args: Arc<Args>) -> bool {
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let src = if args.source_ips.is_empty() {
-                None
-            } else {
-                Some(args.source_ips[i % args.source_ips.len()])
-            };
-            let token = client::token(&args.secret, &format!("churn-{}", i % 1000));
-            let t = Instant::now();
             let room = format!("churn-{}", i % args.rooms);
-            let conn = tokio::time::timeout(
-                Duration::from_secs(30),
-                Conn::open(args.addr, src, &token, &room),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            let us = t.elapsed().as_micros() as u64;
+            let (conn, us) = timed_open(&args, i, &format!("churn-{}", i % 1000), &room).await?;
             conn.close().await;
             Some(us)
         }));
