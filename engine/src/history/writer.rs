@@ -278,6 +278,7 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::history::conformance::message;
     use crate::history::embedded::EmbeddedStore;
 
@@ -311,5 +312,129 @@ mod tests {
         }
         assert_eq!(got, vec![(1, false), (2, false), (1, true)]);
         writer.barrier().await;
+    }
+
+    /// A store that fails every append while `failing` is set.
+    struct Flaky {
+        inner: EmbeddedStore,
+        failing: std::sync::atomic::AtomicBool,
+        attempts: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl HistoryStore for Flaky {
+        fn backend(&self) -> &'static str {
+            "flaky"
+        }
+        async fn append(
+            &self,
+            batch: WriteBatch,
+        ) -> Result<Vec<AppendOutcome>, crate::history::StoreError> {
+            self.attempts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::history::StoreError::Backend("disk on fire".into()));
+            }
+            self.inner.append(batch).await
+        }
+        async fn page(
+            &self,
+            room: &str,
+            q: crate::history::PageQuery,
+        ) -> Result<Vec<ChatMessage>, crate::history::StoreError> {
+            self.inner.page(room, q).await
+        }
+        async fn get(
+            &self,
+            room: &str,
+            id: MessageId,
+        ) -> Result<Option<ChatMessage>, crate::history::StoreError> {
+            self.inner.get(room, id).await
+        }
+        async fn tombstone(
+            &self,
+            room: &str,
+            id: MessageId,
+        ) -> Result<bool, crate::history::StoreError> {
+            self.inner.tombstone(room, id).await
+        }
+        async fn find_client_msg(
+            &self,
+            room: &str,
+            user: &str,
+            cid: &str,
+        ) -> Result<Option<MessageId>, crate::history::StoreError> {
+            self.inner.find_client_msg(room, user, cid).await
+        }
+        async fn audit_page(
+            &self,
+            after: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<AuditEntry>, crate::history::StoreError> {
+            self.inner.audit_page(after, limit).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_commit_is_retried_then_reported_and_never_acked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            failing: std::sync::atomic::AtomicBool::new(true),
+            attempts: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
+        let (tx, rx) = oneshot::channel();
+        assert!(
+            writer
+                .try_send(WriteOp::Message {
+                    msg: message("r", 7, "u", Some("c")),
+                    ack: AckTo::Reply(tx)
+                })
+                .is_ok()
+        );
+        let err = rx.await.expect("reply").expect_err("must not be acked");
+        assert_eq!(err.code, ErrorCode::StoreUnavailable);
+        assert_eq!(err.client_msg_id.as_deref(), Some("c"));
+        assert_eq!(
+            store.attempts.load(std::sync::atomic::Ordering::SeqCst),
+            1 + RETRIES.len(),
+            "retried before giving up"
+        );
+        assert!(writer.failed.contains(7));
+        // A deduplicated resend of the failed message is not acked as stored either.
+        let (tx, rx) = oneshot::channel();
+        assert!(
+            writer
+                .try_send(WriteOp::AckExisting {
+                    msg: message("r", 7, "u", Some("c")),
+                    ack: AckTo::Reply(tx)
+                })
+                .is_ok()
+        );
+        assert_eq!(
+            rx.await.expect("reply").map_err(|e| e.code),
+            Err(ErrorCode::StoreUnavailable)
+        );
+        // Once the store recovers, new messages are stored and acked.
+        store
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        assert!(
+            writer
+                .try_send(WriteOp::Message {
+                    msg: message("r", 8, "u", Some("d")),
+                    ack: AckTo::Reply(tx)
+                })
+                .is_ok()
+        );
+        let acked = rx.await.expect("reply").expect("stored");
+        assert_eq!(acked.message.message_id, 8);
+        assert!(store.get("r", 8).await.expect("get").is_some());
+        assert!(
+            store.get("r", 7).await.expect("get").is_none(),
+            "the failed message was never stored"
+        );
     }
 }
