@@ -222,7 +222,7 @@ impl Shard {
                     room.users.len(),
                 );
                 for m in room.members.values_mut() {
-                    deliver(m, &frame, now);
+                    deliver_at(m, &frame, now);
                 }
             }
             room.members.insert(
@@ -367,7 +367,7 @@ impl Shard {
             );
             let now = Instant::now();
             for m in room.members.values_mut() {
-                deliver(m, &frame, now);
+                deliver_at(m, &frame, now);
             }
         }
     }
@@ -482,7 +482,7 @@ impl Shard {
         let now = Instant::now();
         for m in room.members.values_mut() {
             if m.user.user_id != user.user_id {
-                deliver(m, &frame, now);
+                deliver_at(m, &frame, now);
             }
         }
     }
@@ -505,10 +505,6 @@ fn overloaded(client_msg_id: Option<&str>) -> ClientError {
 
 /// Live frames held for one recovering member before it counts as a slow consumer.
 const HELD_MAX: usize = 10_000;
-
-fn deliver(member: &mut Member, frame: &Bytes, now: Instant) {
-    deliver_at(member, frame, now)
-}
 
 /// Hands one shared frame to one member: held back while it recovers, else queued.
 fn deliver_at(member: &mut Member, frame: &Bytes, entered: Instant) {
