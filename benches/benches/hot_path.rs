@@ -17,7 +17,7 @@ fn msg() -> ChatMessage {
         username: "john_doe".into(),
         content: "x".repeat(256),
         client_msg_id: Some("c-42".into()),
-        deleted: false,
+        ..ChatMessage::reference(0, String::new(), String::new(), String::new(), None)
     }
 }
 

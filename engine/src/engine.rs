@@ -8,20 +8,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::chat::{Attachment, ChatStore, Conversation, MessageType, validate_attachments};
 use crate::clock::now_unix_ms;
 use crate::disconnect::Disconnect;
 use crate::error::{ClientError, ErrorCode};
+use crate::history::AuditEntry;
 use crate::history::writer::HistoryWriter;
+use crate::history::writer::{AckTo, Acked};
 use crate::history::{HistoryStore, PageQuery, StoreError};
 use crate::ids::{IdGenerator, MAX_SHARDS, MessageId};
 use crate::metrics as m;
+use crate::moderation::Verdict;
 use crate::moderation::{ModerationConfig, Moderator};
 use crate::outbox::Outbox;
 use crate::presence::Presence;
 use crate::protocol::ChatMessage;
 use crate::ratelimit::{RateLimitConfig, RateLimits};
 use crate::session::Session;
-use crate::shard::{ConnId, Publish, Shard, ShardCmd, ShardConfig, UserInfo};
+use crate::shard::{ConnId, Publish, PushJob, Shard, ShardCmd, ShardConfig, ShardDeps, UserInfo};
+
+/// A message from outside a socket: see [`Engine::send`].
+#[derive(Debug)]
+pub struct SendRequest {
+    pub conversation: Conversation,
+    pub sender: Arc<UserInfo>,
+    pub content: String,
+    pub message_type: MessageType,
+    pub attachments: Vec<Attachment>,
+    pub client_msg_id: Option<String>,
+    /// An administrator's send: passes a snooze (never a closure) and the per-user
+    /// message rate limit (moderation still applies).
+    pub admin: bool,
+}
+
+/// The outcome of [`Engine::prepare`].
+pub(crate) enum Prepared {
+    /// Go ahead with this (possibly masked) content and moderation audit.
+    Fresh {
+        content: String,
+        audit: Option<(&'static str, String)>,
+    },
+    /// Already stored under this message.
+    Duplicate(ChatMessage),
+}
 
 /// Engine settings (the server fills them from the environment).
 #[derive(Debug, Clone)]
@@ -44,6 +73,9 @@ pub struct EngineConfig {
     pub writer_max_batch: usize,
     pub rate: RateLimitConfig,
     pub moderation: ModerationConfig,
+    /// Push notification jobs queued for the webhook before new ones are dropped; 0
+    /// turns push notifications off.
+    pub push_queue: usize,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +93,7 @@ impl Default for EngineConfig {
             writer_max_batch: 4096,
             rate: RateLimitConfig::default(),
             moderation: ModerationConfig::default(),
+            push_queue: 0,
         }
     }
 }
@@ -69,10 +102,10 @@ pub(crate) struct Inner {
     pub(crate) cfg: EngineConfig,
     pub(crate) shards: Vec<flume::Sender<ShardCmd>>,
     pub(crate) writer: HistoryWriter,
-    pub(crate) store: Arc<dyn HistoryStore>,
+    pub(crate) store: Arc<dyn ChatStore>,
     pub(crate) limits: RateLimits,
     pub(crate) moderator: Moderator,
-    pub(crate) presence: Presence,
+    pub(crate) presence: Arc<Presence>,
     /// Open connections' outboxes, for closing them all at shutdown.
     pub(crate) conns: Mutex<HashMap<ConnId, Arc<Outbox>>>,
     next_conn: AtomicU64,
@@ -97,6 +130,9 @@ impl std::fmt::Debug for Engine {
 pub struct EngineTasks {
     pub writer: tokio::task::JoinHandle<()>,
     pub shards: Vec<tokio::task::JoinHandle<()>>,
+    /// Push notification jobs, when `push_queue > 0`: the server's webhook worker
+    /// drains it.
+    pub push: Option<flume::Receiver<PushJob>>,
 }
 
 /// FNV-1a: stable across builds and platforms (unlike `DefaultHasher`), so a room maps
@@ -114,13 +150,21 @@ impl Engine {
     /// Starts the shards and the history writer. Must run inside a tokio runtime.
     pub fn start(
         mut cfg: EngineConfig,
-        store: Arc<dyn HistoryStore>,
+        store: Arc<dyn ChatStore>,
     ) -> Result<(Engine, EngineTasks), String> {
         // The last shard id is reserved for audit-log ids.
         cfg.shards = cfg.shards.clamp(1, MAX_SHARDS - 1);
         let moderator = Moderator::new(cfg.moderation.clone())?;
+        let history: Arc<dyn HistoryStore> = store.clone();
         let (writer, writer_task) =
-            HistoryWriter::spawn(store.clone(), cfg.writer_queue, cfg.writer_max_batch);
+            HistoryWriter::spawn(history.clone(), cfg.writer_queue, cfg.writer_max_batch);
+        let presence = Arc::new(Presence::default());
+        let (push_tx, push_rx) = if cfg.push_queue > 0 {
+            let (tx, rx) = flume::bounded(cfg.push_queue);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let audit_ids = Arc::new(Mutex::new(IdGenerator::new(
             cfg.node_id,
             (MAX_SHARDS - 1) as u16,
@@ -135,13 +179,14 @@ impl Engine {
                 recovery_max_messages: cfg.recovery_max_messages,
                 dedupe_window: cfg.dedupe_window,
             };
-            let (tx, task) = Shard::spawn(
-                shard_cfg,
-                cfg.shard_queue,
-                writer.clone(),
-                store.clone(),
-                audit_ids.clone(),
-            );
+            let deps = ShardDeps {
+                writer: writer.clone(),
+                store: history.clone(),
+                audit_ids: audit_ids.clone(),
+                presence: presence.clone(),
+                push: push_tx.clone(),
+            };
+            let (tx, task) = Shard::spawn(shard_cfg, cfg.shard_queue, deps);
             shards.push(tx);
             shard_tasks.push(task);
         }
@@ -152,7 +197,7 @@ impl Engine {
             writer,
             store,
             moderator,
-            presence: Presence::default(),
+            presence,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             audit_ids,
@@ -164,8 +209,15 @@ impl Engine {
             EngineTasks {
                 writer: writer_task,
                 shards: shard_tasks,
+                push: push_rx,
             },
         ))
+    }
+
+    /// A fresh node-unique, time-ordered id (conversations, calls): same scheme as
+    /// message ids, from the generator reserved for non-message ids.
+    pub fn next_id(&self) -> u64 {
+        self.inner.audit_ids.lock().next(now_unix_ms())
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -185,14 +237,19 @@ impl Engine {
     /// maximum number of connections.
     pub fn connect(&self, user: UserInfo) -> Result<Session, ClientError> {
         let max = self.inner.cfg.max_connections_per_user;
-        if self.inner.presence.connect(&user.user_id, max).is_err() {
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.inner.cfg.outbox_max_bytes));
+        if self
+            .inner
+            .presence
+            .connect(&user.user_id, max, id, outbox.clone())
+            .is_err()
+        {
             return Err(ClientError::new(
                 ErrorCode::TooManyConnections,
                 format!("a user may hold at most {max} connections"),
             ));
         }
-        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.inner.cfg.outbox_max_bytes));
         self.inner.conns.lock().insert(id, outbox.clone());
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         Ok(Session::new(self.clone(), id, Arc::new(user), outbox))
@@ -216,8 +273,161 @@ impl Engine {
         &self.inner.presence
     }
 
-    pub fn store(&self) -> &Arc<dyn HistoryStore> {
+    /// The store: history and the chat domain.
+    pub fn store(&self) -> &Arc<dyn ChatStore> {
         &self.inner.store
+    }
+
+    /// Checks a message before it goes to a shard, the same for every entry point:
+    /// the sender's rate limit (unless `rate_limited` is false: admin sends), moderation (skipped for empty content when
+    /// `allow_empty`: a message of attachments), and whether the store already holds this
+    /// `clientMsgId` (a resend after a restart).
+    pub(crate) async fn prepare(
+        &self,
+        user: &UserInfo,
+        room_id: &str,
+        content: String,
+        client_msg_id: Option<&str>,
+        allow_empty: bool,
+        rate_limited: bool,
+    ) -> Result<Prepared, ClientError> {
+        let with_ctx = |e: ClientError| e.in_room(room_id).for_client_msg(client_msg_id);
+        if rate_limited && let Err(wait_ms) = self.inner.limits.check_message(&user.user_id) {
+            metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
+            tracing::debug!(user_id = %user.user_id, wait_ms, "message rate limit exceeded");
+            return Err(with_ctx(
+                ClientError::new(ErrorCode::RateLimited, "too many messages; slow down")
+                    .retry_after(wait_ms),
+            ));
+        }
+        let (content, audit) = if allow_empty && content.trim().is_empty() {
+            (content, None)
+        } else {
+            match self.inner.moderator.check(&content) {
+                Ok(Verdict::Pass(_)) => (content, None),
+                Ok(Verdict::Masked { content, words }) => {
+                    metrics::counter!(m::MODERATION_ACTIONS, "action" => "masked").increment(1);
+                    (
+                        content,
+                        Some(("masked", format!("{words} blocked word(s) masked"))),
+                    )
+                }
+                Err(e) => {
+                    if e.code == ErrorCode::MessageBlocked {
+                        metrics::counter!(m::MODERATION_ACTIONS, "action" => "rejected")
+                            .increment(1);
+                        self.audit_rejection(&user.user_id, room_id).await;
+                    }
+                    return Err(with_ctx(e));
+                }
+            }
+        };
+        if let Some(cid) = client_msg_id {
+            match self.find_client_msg(room_id, &user.user_id, cid).await {
+                Ok(Some(original)) => {
+                    metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
+                    return Ok(Prepared::Duplicate(ChatMessage::reference(
+                        original,
+                        room_id.to_owned(),
+                        user.user_id.clone(),
+                        user.username.clone(),
+                        Some(cid.to_owned()),
+                    )));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "clientMsgId lookup failed");
+                    return Err(with_ctx(ClientError::new(
+                        ErrorCode::StoreUnavailable,
+                        "history is unavailable; retry",
+                    )));
+                }
+            }
+        }
+        Ok(Prepared::Fresh { content, audit })
+    }
+
+    async fn audit_rejection(&self, user_id: &str, room_id: &str) {
+        let id = self.inner.audit_ids.lock().next(now_unix_ms());
+        let entry = AuditEntry {
+            id,
+            at_ms: crate::ids::unix_ms_of(id),
+            action: "rejected".into(),
+            user_id: user_id.to_owned(),
+            room_id: room_id.to_owned(),
+            message_id: None,
+            detail: "blocked words".into(),
+        };
+        self.inner.writer.audit(entry).await;
+    }
+
+    /// Sends a message to a conversation on behalf of `req.sender` (REST, admin and
+    /// system sends) through the same checks and shard as a socket's message, and
+    /// returns once it is durable. The caller has established that the sender may
+    /// post to `req.conversation` (a participant, or an administrator).
+    pub async fn send(&self, req: SendRequest) -> Result<Acked, ClientError> {
+        let conv = &req.conversation;
+        validate_attachments(req.message_type, &req.content, &req.attachments)?;
+        if let Some(cid) = req.client_msg_id.as_deref() {
+            crate::protocol::validate_client_msg_id(cid)?;
+        }
+        let now = now_unix_ms();
+        conv.check_send(now, req.admin)?;
+        let allow_empty = !req.attachments.is_empty();
+        let content = match self
+            .prepare(
+                &req.sender,
+                &conv.id,
+                req.content,
+                req.client_msg_id.as_deref(),
+                allow_empty,
+                !req.admin,
+            )
+            .await?
+        {
+            Prepared::Duplicate(message) => {
+                return Ok(Acked {
+                    message,
+                    duplicate: true,
+                });
+            }
+            Prepared::Fresh { content, audit } => (content, audit),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let publish = Publish {
+            client_msg_id: req.client_msg_id,
+            audit: content.1,
+            message_type: req.message_type,
+            attachments: req.attachments,
+            audience: Some(conv.participant_ids.clone().into()),
+            notify_offline: conv.snoozed_at(now).is_none(),
+            ..Publish::text(conv.id.clone(), req.sender, content.0, AckTo::Reply(tx))
+        };
+        self.publish(publish).await?;
+        rx.await
+            .map_err(|_| ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down"))?
+    }
+
+    /// Sends a chat event frame to a conversation's participants (every open session)
+    /// and to the room's joined members, in order with its messages, except to
+    /// `except_user`'s sessions.
+    pub async fn emit(
+        &self,
+        conv: &Conversation,
+        kind: &'static str,
+        frame: bytes::Bytes,
+        except_user: Option<&str>,
+    ) -> Result<(), ClientError> {
+        metrics::counter!(m::CHAT_EVENTS, "type" => kind).increment(1);
+        self.shard(&conv.id)
+            .send_async(ShardCmd::Event {
+                room_id: conv.id.clone(),
+                frame,
+                audience: conv.participant_ids.clone().into(),
+                except_user: except_user.map(str::to_owned),
+            })
+            .await
+            .map_err(|_| ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down"))
     }
 
     /// Reads a page of a room's history (see [`HistoryStore::page`]), timed.

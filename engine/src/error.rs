@@ -39,6 +39,20 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The server is shutting down.
     ShuttingDown,
+    /// No such conversation, or the caller is not one of its participants (the two
+    /// are indistinguishable on purpose).
+    ConversationNotFound,
+    /// No such message, or it is in a conversation the caller is not part of.
+    MessageNotFound,
+    /// An admin lookup named a user the service knows nothing about.
+    UserNotFound,
+    /// An administrator closed the conversation; nothing more can be sent to it.
+    ConversationClosed,
+    /// An administrator paused the conversation; `retryAfterMs` says until when.
+    ConversationSnoozed,
+    /// The caller may see the resource but not do this to it (e.g. delete another
+    /// member's message).
+    Forbidden,
     /// Any unexpected internal failure. Details are logged, never sent.
     Internal,
 }
@@ -61,6 +75,12 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::StoreUnavailable => "store_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::ConversationNotFound => "conversation_not_found",
+            Self::MessageNotFound => "message_not_found",
+            Self::UserNotFound => "user_not_found",
+            Self::ConversationClosed => "conversation_closed",
+            Self::ConversationSnoozed => "conversation_snoozed",
+            Self::Forbidden => "forbidden",
             Self::Internal => "internal",
         }
     }
@@ -76,6 +96,8 @@ pub struct ClientError {
     pub room_id: Option<String>,
     pub client_msg_id: Option<String>,
     pub retry_after_ms: Option<u64>,
+    /// The request field at fault, for validation errors.
+    pub field: Option<String>,
 }
 
 impl ClientError {
@@ -86,7 +108,13 @@ impl ClientError {
             room_id: None,
             client_msg_id: None,
             retry_after_ms: None,
+            field: None,
         }
+    }
+
+    pub fn on_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
     }
 
     pub fn in_room(mut self, room_id: &str) -> Self {

@@ -5,6 +5,7 @@
 //! Start with [`Engine::start`], open a [`Session`] per authenticated connection with
 //! [`Engine::connect`], feed it text frames, and drain its [`Outbox`] to the socket.
 
+pub mod chat;
 pub mod clock;
 pub mod disconnect;
 pub mod engine;

@@ -28,6 +28,11 @@ pub const TYPING_DROPPED: &str = "roomcast_typing_dropped_total";
 pub const RECOVERIES: &str = "roomcast_recoveries_total";
 pub const RECOVERED_MESSAGES: &str = "roomcast_recovered_messages_total";
 pub const HTTP_REQUESTS: &str = "roomcast_http_requests_total";
+pub const HTTP_REQUEST_SECONDS: &str = "roomcast_http_request_duration_seconds";
+pub const API_ERRORS: &str = "roomcast_api_errors_total";
+pub const CHAT_EVENTS: &str = "roomcast_chat_events_total";
+pub const PUSH_JOBS: &str = "roomcast_push_jobs_total";
+pub const PUSH_SECONDS: &str = "roomcast_push_delivery_seconds";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -46,6 +51,8 @@ pub const HISTOGRAMS: &[(&str, bool)] = &[
     (DELIVERY_SECONDS, true),
     (STORE_WRITE_SECONDS, true),
     (STORE_READ_SECONDS, true),
+    (HTTP_REQUEST_SECONDS, true),
+    (PUSH_SECONDS, true),
     (OUTBOX_QUEUED_BYTES, false),
     (WRITE_BATCH_FRAMES, false),
     (STORE_BATCH_SIZE, false),
@@ -114,4 +121,23 @@ pub fn describe() {
     );
     describe_counter!(RECOVERED_MESSAGES, "Messages replayed by recovery.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status class.");
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by route (the matched path template)."
+    );
+    describe_counter!(API_ERRORS, "HTTP error responses, by stable error code.");
+    describe_counter!(
+        CHAT_EVENTS,
+        "Conversation events sent (read receipts, deletions, reactions, closures, ...), by type."
+    );
+    describe_counter!(
+        PUSH_JOBS,
+        "Push notification jobs, by outcome (queued, dropped when the queue is full, delivered, retried, failed after the last attempt)."
+    );
+    describe_histogram!(
+        PUSH_SECONDS,
+        Unit::Seconds,
+        "Time from a push job being queued to the webhook accepting it."
+    );
 }

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::chat::{Attachment, MessageType, ReactionCounts};
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::MessageId;
 
@@ -210,6 +211,14 @@ pub struct ChatMessage {
     /// True once the message is tombstoned: content is then empty.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub deleted: bool,
+    /// `text` (the default, not written), `image`, `file` or `system`.
+    #[serde(skip_serializing_if = "MessageType::is_text", default)]
+    pub message_type: MessageType,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub attachments: Vec<Attachment>,
+    /// Reaction counts by name; empty when none.
+    #[serde(skip_serializing_if = "ReactionCounts::is_empty", default)]
+    pub reactions: ReactionCounts,
 }
 
 impl ChatMessage {
@@ -230,6 +239,9 @@ impl ChatMessage {
             content: String::new(),
             client_msg_id,
             deleted: false,
+            message_type: MessageType::Text,
+            attachments: Vec::new(),
+            reactions: ReactionCounts::new(),
         }
     }
 
@@ -318,6 +330,8 @@ struct ErrorOut<'a> {
     client_msg_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 /// `{"type":"error","code","message", ...}`.
@@ -329,7 +343,22 @@ pub fn encode_error(e: &ClientError) -> Bytes {
         room_id: e.room_id.as_deref(),
         client_msg_id: e.client_msg_id.as_deref(),
         retry_after_ms: e.retry_after_ms,
+        field: e.field.as_deref(),
     })
+}
+
+#[derive(Serialize)]
+struct EventOut<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// `{"type": kind, ...body}` for the chat domain's events (`read`, `message_deleted`,
+/// `reaction`, `conversation_closed`, ...); `body` must serialise as an object.
+pub fn encode_event<T: Serialize>(kind: &str, body: &T) -> Bytes {
+    to_bytes(&EventOut { kind, body })
 }
 
 #[derive(Serialize)]
@@ -563,7 +592,7 @@ mod tests {
             username: "john \"doe\"".into(),
             content: "hi".into(),
             client_msg_id: Some("c1".into()),
-            deleted: false,
+            ..ChatMessage::reference(0, String::new(), String::new(), String::new(), None)
         };
         let v: serde_json::Value =
             serde_json::from_slice(&encode_message(&m, false)).unwrap_or_default();

@@ -56,6 +56,8 @@ fn quota(max: u32, window: Duration) -> Quota {
 pub struct RateLimits {
     messages: DefaultKeyedRateLimiter<String>,
     connects: DefaultKeyedRateLimiter<IpAddr>,
+    /// Typing signals sent over REST, per user (a socket's have a limiter each).
+    typing: DefaultKeyedRateLimiter<String>,
     typing_quota: Quota,
     clock: DefaultClock,
 }
@@ -74,6 +76,7 @@ impl RateLimits {
                 cfg.connects_per_ip_per_sec,
                 Duration::from_secs(1),
             )),
+            typing: RateLimiter::keyed(Quota::per_second(nz(cfg.typing_per_sec))),
             typing_quota: Quota::per_second(nz(cfg.typing_per_sec)),
             clock: DefaultClock::default(),
         }
@@ -103,6 +106,11 @@ impl RateLimits {
         })
     }
 
+    /// Takes one REST typing signal from `user_id`'s allowance.
+    pub fn check_typing(&self, user_id: &str) -> Result<(), ()> {
+        self.typing.check_key(&user_id.to_owned()).map_err(|_| ())
+    }
+
     /// A limiter for one connection's typing signals.
     pub fn typing_limiter(&self) -> DefaultDirectRateLimiter {
         RateLimiter::direct(self.typing_quota)
@@ -115,6 +123,8 @@ impl RateLimits {
         self.messages.shrink_to_fit();
         self.connects.retain_recent();
         self.connects.shrink_to_fit();
+        self.typing.retain_recent();
+        self.typing.shrink_to_fit();
     }
 
     /// Keys currently tracked (messages, connects).

@@ -12,15 +12,15 @@ use std::time::Instant;
 
 use governor::DefaultDirectRateLimiter;
 
-use crate::engine::Engine;
+use crate::chat::{Conversation, is_conversation};
+use crate::clock::now_unix_ms;
+use crate::engine::{Engine, Prepared};
 use crate::error::{ClientError, ErrorCode};
-use crate::history::AuditEntry;
 use crate::history::writer::{AckTo, Acked};
 use crate::ids::MessageId;
 use crate::metrics as m;
-use crate::moderation::Verdict;
 use crate::outbox::Outbox;
-use crate::protocol::{self, ChatMessage, ClientFrame};
+use crate::protocol::{self, ClientFrame};
 use crate::shard::{ConnId, Publish, ShardCmd, UserInfo};
 
 /// One connection's state. Not `Clone`: exactly one per connection.
@@ -130,12 +130,18 @@ impl Session {
             )
             .in_room(room_id));
         }
+        let audience = if is_conversation(room_id) && !self.rooms.contains(room_id) {
+            Some(Arc::from(self.conversation(room_id).await?.participant_ids))
+        } else {
+            None
+        };
         let cmd = ShardCmd::Join {
             room_id: room_id.to_owned(),
             conn: self.id,
             user: self.user.clone(),
             outbox: self.outbox.clone(),
             since,
+            audience,
         };
         self.engine
             .shard(room_id)
@@ -199,74 +205,43 @@ impl Session {
         if let Some(cid) = cid {
             protocol::validate_client_msg_id(cid).map_err(|e| e.in_room(&room_id))?;
         }
-        let with_ctx = |e: ClientError| e.in_room(&room_id).for_client_msg(cid);
-        if let Err(wait_ms) = self.engine.limits().check_message(&self.user.user_id) {
-            metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
-            tracing::debug!(user_id = %self.user.user_id, wait_ms, "message rate limit exceeded");
-            return Err(with_ctx(
-                ClientError::new(ErrorCode::RateLimited, "too many messages; slow down")
-                    .retry_after(wait_ms),
-            ));
-        }
-        let (content, audit) = match self.engine.inner.moderator.check(&content) {
-            Ok(Verdict::Pass(_)) => (content, None),
-            Ok(Verdict::Masked { content, words }) => {
-                metrics::counter!(m::MODERATION_ACTIONS, "action" => "masked").increment(1);
-                (
-                    content,
-                    Some(("masked", format!("{words} blocked word(s) masked"))),
-                )
-            }
-            Err(e) => {
-                if e.code == ErrorCode::MessageBlocked {
-                    metrics::counter!(m::MODERATION_ACTIONS, "action" => "rejected").increment(1);
-                    self.audit_rejection(&room_id).await;
-                }
-                return Err(with_ctx(e));
+        // A conversation: its participants get the message on every session, and a
+        // closed or snoozed one refuses it.
+        let (audience, notify_offline) = if is_conversation(&room_id) {
+            let conv = self.conversation(&room_id).await?;
+            conv.check_send(now_unix_ms(), false)
+                .map_err(|e| e.for_client_msg(cid))?;
+            (Some(Arc::from(conv.participant_ids)), true)
+        } else {
+            (None, false)
+        };
+        let content = match self
+            .engine
+            .prepare(&self.user, &room_id, content, cid, false, true)
+            .await?
+        {
+            Prepared::Fresh { content, audit } => (content, audit),
+            Prepared::Duplicate(message) => {
+                AckTo::Outbox(self.outbox.clone()).send(Ok(Acked {
+                    message,
+                    duplicate: true,
+                }));
+                return Ok(());
             }
         };
-        // A resend whose original is already durable (say, from before a restart) is
-        // answered from the store without being delivered again.
-        if let Some(cid) = cid {
-            match self
-                .engine
-                .find_client_msg(&room_id, &self.user.user_id, cid)
-                .await
-            {
-                Ok(Some(original)) => {
-                    metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-                    let msg = ChatMessage::reference(
-                        original,
-                        room_id.clone(),
-                        self.user.user_id.clone(),
-                        self.user.username.clone(),
-                        Some(cid.to_owned()),
-                    );
-                    AckTo::Outbox(self.outbox.clone()).send(Ok(Acked {
-                        message: msg,
-                        duplicate: true,
-                    }));
-                    return Ok(());
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "clientMsgId lookup failed");
-                    return Err(with_ctx(ClientError::new(
-                        ErrorCode::StoreUnavailable,
-                        "history is unavailable; retry",
-                    )));
-                }
-            }
-        }
         let publish = Publish {
-            room_id: room_id.clone(),
             conn: Some(self.id),
-            user: self.user.clone(),
-            content,
             client_msg_id,
             received_at,
-            ack: AckTo::Outbox(self.outbox.clone()),
-            audit,
+            audit: content.1,
+            audience,
+            notify_offline,
+            ..Publish::text(
+                room_id.clone(),
+                self.user.clone(),
+                content.0,
+                AckTo::Outbox(self.outbox.clone()),
+            )
         };
         self.engine
             .shard(&room_id)
@@ -275,23 +250,29 @@ impl Session {
             .map_err(|_| Self::shutting_down())
     }
 
-    async fn audit_rejection(&self, room_id: &str) {
-        let id = self
+    /// The conversation `room_id`, if this session's user is a participant.
+    async fn conversation(&self, room_id: &str) -> Result<Conversation, ClientError> {
+        match self
             .engine
-            .inner
-            .audit_ids
-            .lock()
-            .next(crate::clock::now_unix_ms());
-        let entry = AuditEntry {
-            id,
-            at_ms: crate::ids::unix_ms_of(id),
-            action: "rejected".into(),
-            user_id: self.user.user_id.clone(),
-            room_id: room_id.to_owned(),
-            message_id: None,
-            detail: "blocked words".into(),
-        };
-        self.engine.inner.writer.audit(entry).await;
+            .store()
+            .membership(room_id, &self.user.user_id)
+            .await
+        {
+            Ok(Some((conv, _))) => Ok(conv),
+            Ok(None) => Err(ClientError::new(
+                ErrorCode::ConversationNotFound,
+                "no such conversation",
+            )
+            .in_room(room_id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "conversation lookup failed");
+                Err(ClientError::new(
+                    ErrorCode::StoreUnavailable,
+                    "conversations are unavailable; retry",
+                )
+                .in_room(room_id))
+            }
+        }
     }
 
     async fn typing(
@@ -335,7 +316,10 @@ impl Drop for Session {
                 }
             }
         }
-        self.engine.inner.presence.disconnect(&self.user.user_id);
+        self.engine
+            .inner
+            .presence
+            .disconnect(&self.user.user_id, self.id);
         self.engine.inner.conns.lock().remove(&self.id);
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::chat::{Attachment, MessageType};
 use crate::clock::now_unix_ms;
 use crate::error::{ClientError, ErrorCode};
 use crate::history::writer::{AckTo, HistoryWriter, WriteOp};
@@ -24,6 +25,7 @@ use crate::history::{AuditEntry, HistoryStore, PageQuery, StoreError};
 use crate::ids::{IdGenerator, MessageId};
 use crate::metrics as m;
 use crate::outbox::{Outbox, Push};
+use crate::presence::Presence;
 use crate::protocol::{self, ChatMessage};
 
 /// A connection's id, unique per node.
@@ -52,6 +54,50 @@ pub struct Publish {
     pub ack: AckTo,
     /// A moderation action to audit together with the message: `(action, detail)`.
     pub audit: Option<(&'static str, String)>,
+    pub message_type: MessageType,
+    pub attachments: Vec<Attachment>,
+    /// For a conversation: its participants. Each of their open sessions that has not
+    /// joined the room gets the message too.
+    pub audience: Option<Arc<[String]>>,
+    /// Post a push notification job for each participant with no open session (not
+    /// while the conversation is snoozed).
+    pub notify_offline: bool,
+}
+
+impl Publish {
+    /// A text message with no audience, notification or audit: fill in the rest.
+    pub fn text(room_id: String, user: Arc<UserInfo>, content: String, ack: AckTo) -> Self {
+        Self {
+            room_id,
+            conn: None,
+            user,
+            content,
+            client_msg_id: None,
+            received_at: Instant::now(),
+            ack,
+            audit: None,
+            message_type: MessageType::Text,
+            attachments: Vec::new(),
+            audience: None,
+            notify_offline: false,
+        }
+    }
+}
+
+/// A push notification job: a participant of a conversation had no open session when a
+/// message arrived. The server posts it to the configured webhook.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushJob {
+    pub user_id: String,
+    pub conversation_id: String,
+    #[serde(serialize_with = "crate::protocol::id_str")]
+    pub message_id: MessageId,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub message_type: MessageType,
+    /// The first 100 characters of the content.
+    pub preview: String,
 }
 
 pub(crate) enum ShardCmd {
@@ -61,6 +107,8 @@ pub(crate) enum ShardCmd {
         user: Arc<UserInfo>,
         outbox: Arc<Outbox>,
         since: Option<MessageId>,
+        /// A conversation's participants (set when the room is a conversation).
+        audience: Option<Arc<[String]>>,
     },
     Leave {
         room_id: String,
@@ -73,6 +121,15 @@ pub(crate) enum ShardCmd {
         room_id: String,
         conn: ConnId,
         is_typing: bool,
+    },
+    /// A chat event (receipt, deletion, reaction, closure, typing over REST) for a
+    /// conversation: to the room's members and every other session of its audience,
+    /// except `except_user`'s.
+    Event {
+        room_id: String,
+        frame: Bytes,
+        audience: Arc<[String]>,
+        except_user: Option<String>,
     },
     RecoveryDone {
         room_id: String,
@@ -104,6 +161,8 @@ struct Room {
     users: HashMap<Arc<str>, u32>,
     dedupe: Option<Box<Dedupe>>,
     last_message_id: Option<MessageId>,
+    /// For a conversation: its participants (see [`Publish::audience`]).
+    audience: Option<Arc<[String]>>,
 }
 
 pub(crate) struct ShardConfig {
@@ -122,25 +181,36 @@ pub(crate) struct Shard {
     /// For recovery tasks to report back; weak so the shard stops when the engine drops.
     self_tx: flume::WeakSender<ShardCmd>,
     audit_ids: Arc<parking_lot::Mutex<IdGenerator>>,
+    presence: Arc<Presence>,
+    push: Option<flume::Sender<PushJob>>,
+}
+
+/// What a shard shares with the rest of the node.
+pub(crate) struct ShardDeps {
+    pub writer: HistoryWriter,
+    pub store: Arc<dyn HistoryStore>,
+    pub audit_ids: Arc<parking_lot::Mutex<IdGenerator>>,
+    pub presence: Arc<Presence>,
+    pub push: Option<flume::Sender<PushJob>>,
 }
 
 impl Shard {
     pub(crate) fn spawn(
         cfg: ShardConfig,
         queue: usize,
-        writer: HistoryWriter,
-        store: Arc<dyn HistoryStore>,
-        audit_ids: Arc<parking_lot::Mutex<IdGenerator>>,
+        deps: ShardDeps,
     ) -> (flume::Sender<ShardCmd>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = flume::bounded(queue);
         let shard = Shard {
             ids: IdGenerator::new(cfg.node_id, cfg.index as u16, now_unix_ms()),
             cfg,
             rooms: HashMap::new(),
-            writer,
-            store,
+            writer: deps.writer,
+            store: deps.store,
             self_tx: tx.downgrade(),
-            audit_ids,
+            audit_ids: deps.audit_ids,
+            presence: deps.presence,
+            push: deps.push,
         };
         (tx, tokio::spawn(shard.run(rx)))
     }
@@ -173,7 +243,8 @@ impl Shard {
                 user,
                 outbox,
                 since,
-            } => self.join(room_id, conn, user, outbox, since),
+                audience,
+            } => self.join(room_id, conn, user, outbox, since, audience),
             ShardCmd::Leave {
                 room_id,
                 conn,
@@ -185,6 +256,12 @@ impl Shard {
                 conn,
                 is_typing,
             } => self.typing(&room_id, conn, is_typing),
+            ShardCmd::Event {
+                room_id,
+                frame,
+                audience,
+                except_user,
+            } => self.event(&room_id, &frame, &audience, except_user.as_deref()),
             ShardCmd::RecoveryDone {
                 room_id,
                 conn,
@@ -201,8 +278,12 @@ impl Shard {
         user: Arc<UserInfo>,
         outbox: Arc<Outbox>,
         since: Option<MessageId>,
+        audience: Option<Arc<[String]>>,
     ) {
         let room = self.rooms.entry(room_id.clone()).or_default();
+        if audience.is_some() {
+            room.audience = audience;
+        }
         let now = Instant::now();
         if !room.members.contains_key(&conn) {
             let first_of_user = {
@@ -373,6 +454,19 @@ impl Shard {
     }
 
     fn publish(&mut self, p: Publish) {
+        let room_id = p.room_id.clone();
+        self.publish_in(p);
+        // A room made just for a publish that did not come from a socket.
+        if self
+            .rooms
+            .get(&room_id)
+            .is_some_and(|r| r.members.is_empty())
+        {
+            self.rooms.remove(&room_id);
+        }
+    }
+
+    fn publish_in(&mut self, p: Publish) {
         let Publish {
             room_id,
             conn,
@@ -382,14 +476,21 @@ impl Shard {
             received_at,
             ack,
             audit,
+            message_type,
+            attachments,
+            audience,
+            notify_offline,
         } = p;
-        let Some(room) = self.rooms.get_mut(&room_id) else {
-            return ack.send(Err(not_member(&room_id, client_msg_id.as_deref())));
+        let room = match conn {
+            // Not from a socket: nobody need have joined.
+            None => self.rooms.entry(room_id.clone()).or_default(),
+            Some(conn) => match self.rooms.get_mut(&room_id) {
+                Some(room) if room.members.contains_key(&conn) => room,
+                _ => return ack.send(Err(not_member(&room_id, client_msg_id.as_deref()))),
+            },
         };
-        if let Some(conn) = conn
-            && !room.members.contains_key(&conn)
-        {
-            return ack.send(Err(not_member(&room_id, client_msg_id.as_deref())));
+        if audience.is_some() {
+            room.audience = audience;
         }
 
         let dedupe_key = client_msg_id
@@ -425,8 +526,17 @@ impl Shard {
             content,
             client_msg_id,
             deleted: false,
+            message_type,
+            attachments,
+            reactions: Default::default(),
         };
         let frame = protocol::encode_message(&msg, false);
+        let push_jobs = match (&room.audience, &self.push) {
+            (Some(audience), Some(_)) if notify_offline => {
+                offline_jobs(&self.presence, audience, &msg)
+            }
+            _ => Vec::new(),
+        };
         let audit_entry = audit.map(|(action, detail)| AuditEntry {
             id: self.audit_ids.lock().next(now_unix_ms()),
             at_ms: msg.timestamp_ms(),
@@ -468,6 +578,43 @@ impl Shard {
         for member in room.members.values_mut() {
             deliver_at(member, &frame, received_at);
         }
+        if let Some(audience) = &room.audience {
+            deliver_to_audience(&self.presence, room, audience, &frame, received_at, None);
+        }
+        if let Some(push) = &self.push {
+            for job in push_jobs {
+                let outcome = if push.try_send(job).is_ok() {
+                    "queued"
+                } else {
+                    "dropped"
+                };
+                metrics::counter!(m::PUSH_JOBS, "outcome" => outcome).increment(1);
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        room_id: &str,
+        frame: &Bytes,
+        audience: &Arc<[String]>,
+        except_user: Option<&str>,
+    ) {
+        let now = Instant::now();
+        match self.rooms.get_mut(room_id) {
+            Some(room) => {
+                for m in room.members.values_mut() {
+                    if except_user != Some(m.user.user_id.as_str()) {
+                        deliver_at(m, frame, now);
+                    }
+                }
+                deliver_to_audience(&self.presence, room, audience, frame, now, except_user);
+            }
+            None => {
+                let room = Room::default();
+                deliver_to_audience(&self.presence, &room, audience, frame, now, except_user);
+            }
+        }
     }
 
     fn typing(&mut self, room_id: &str, conn: ConnId, is_typing: bool) {
@@ -485,6 +632,10 @@ impl Shard {
                 deliver_at(m, &frame, now);
             }
         }
+        if let Some(audience) = &room.audience {
+            let user_id = user.user_id.as_str();
+            deliver_to_audience(&self.presence, room, audience, &frame, now, Some(user_id));
+        }
     }
 }
 
@@ -501,6 +652,47 @@ fn overloaded(client_msg_id: Option<&str>) -> ClientError {
     )
     .for_client_msg(client_msg_id)
     .retry_after(100)
+}
+
+/// Delivers `frame` to every session of `audience` that is not a member of `room` (the
+/// members got it through the room, in order with their recovery).
+fn deliver_to_audience(
+    presence: &Presence,
+    room: &Room,
+    audience: &[String],
+    frame: &Bytes,
+    entered: Instant,
+    except_user: Option<&str>,
+) {
+    for user in audience {
+        if except_user == Some(user.as_str()) {
+            continue;
+        }
+        for (conn, outbox) in presence.sessions_of(user) {
+            if !room.members.contains_key(&conn)
+                && outbox.push(frame.clone(), entered) == Push::Overflow
+            {
+                metrics::counter!(m::SLOW_CONSUMERS).increment(1);
+            }
+        }
+    }
+}
+
+/// A push job for each participant other than the sender with no open session.
+fn offline_jobs(presence: &Presence, audience: &[String], msg: &ChatMessage) -> Vec<PushJob> {
+    audience
+        .iter()
+        .filter(|u| **u != msg.user_id && !presence.is_online(u))
+        .map(|u| PushJob {
+            user_id: u.clone(),
+            conversation_id: msg.room_id.clone(),
+            message_id: msg.message_id,
+            sender_id: msg.user_id.clone(),
+            sender_name: msg.username.clone(),
+            message_type: msg.message_type,
+            preview: msg.content.chars().take(100).collect(),
+        })
+        .collect()
 }
 
 /// Live frames held for one recovering member before it counts as a slow consumer.

@@ -45,7 +45,24 @@ pub struct Config {
     pub listen_backlog: u32,
     pub echo_endpoint: bool,
     pub log_json: bool,
+    /// Origins allowed by CORS; `None` = any origin (`*`).
+    pub cors_origins: Option<Vec<String>>,
+    /// Push notification webhook; `None` turns push off.
+    pub push: Option<PushConfig>,
     pub engine: EngineConfig,
+}
+
+/// Where and how push notification jobs are posted.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// `http://host:port/path` (plain HTTP: a sidecar or in-cluster receiver).
+    pub url: String,
+    /// Attempts per job, the first included.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles per attempt (with jitter), capped at 30 s.
+    pub backoff: Duration,
+    /// Time allowed for one POST.
+    pub timeout: Duration,
 }
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -173,6 +190,7 @@ impl Config {
                 connects_per_ip_per_sec: positive(env, "ROOMCAST_CONNECT_RATE_PER_IP", 20u32)?,
                 typing_per_sec: positive(env, "ROOMCAST_TYPING_RATE_PER_SEC", 4u32)?,
             },
+            push_queue: 0,
             moderation: ModerationConfig {
                 enabled: flag(env, "ENABLE_MODERATION", true)?,
                 max_message_length: positive(env, "MAX_MESSAGE_LENGTH", 1000usize)?,
@@ -186,6 +204,44 @@ impl Config {
                     .unwrap_or_default(),
                 mode,
             },
+        };
+        let push = match get(env, "ROOMCAST_PUSH_WEBHOOK_URL") {
+            None => None,
+            Some(url) => {
+                if !url.starts_with("http://") || url.len() <= "http://".len() {
+                    return Err(ConfigError {
+                        var: "ROOMCAST_PUSH_WEBHOOK_URL",
+                        problem: format!("expected an http:// URL, got {url:?}"),
+                    });
+                }
+                Some(PushConfig {
+                    url,
+                    max_attempts: positive(env, "ROOMCAST_PUSH_MAX_ATTEMPTS", 5u32)?,
+                    backoff: Duration::from_millis(positive(
+                        env,
+                        "ROOMCAST_PUSH_BACKOFF_MS",
+                        500u64,
+                    )?),
+                    timeout: Duration::from_millis(positive(
+                        env,
+                        "ROOMCAST_PUSH_TIMEOUT_MS",
+                        5_000u64,
+                    )?),
+                })
+            }
+        };
+        let mut engine = engine;
+        if push.is_some() {
+            engine.push_queue = positive(env, "ROOMCAST_PUSH_QUEUE", 10_000usize)?;
+        }
+        let cors_origins = match get(env, "ROOMCAST_CORS_ORIGINS").as_deref() {
+            None | Some("*") => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            ),
         };
         let production = get(env, "NODE_ENV").is_some_and(|v| v.eq_ignore_ascii_case("production"));
         let jwt_secret = get(env, "JWT_SECRET");
@@ -209,6 +265,8 @@ impl Config {
             data_dir: get(env, "ROOMCAST_DATA_DIR")
                 .map_or_else(|| PathBuf::from("data"), PathBuf::from),
             production,
+            cors_origins,
+            push,
             jwt_secret,
             jwt_issuer: get(env, "ROOMCAST_JWT_ISSUER"),
             jwt_audience: get(env, "ROOMCAST_JWT_AUDIENCE"),

@@ -16,10 +16,7 @@ pub enum ApiError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("{message}")]
-    BadRequest {
-        field: &'static str,
-        message: String,
-    },
+    BadRequest { field: String, message: String },
     #[error("too many connection attempts")]
     ConnectRateLimited { retry_after_ms: u64 },
     #[error("this endpoint needs a WebSocket upgrade request")]
@@ -28,6 +25,8 @@ pub enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -40,7 +39,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidRoom
         | ErrorCode::EmptyMessage => StatusCode::BAD_REQUEST,
         ErrorCode::UnknownType => StatusCode::BAD_REQUEST,
-        ErrorCode::NotMember => StatusCode::NOT_FOUND,
+        ErrorCode::NotMember
+        | ErrorCode::ConversationNotFound
+        | ErrorCode::MessageNotFound
+        | ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ConversationClosed | ErrorCode::ConversationSnoozed => StatusCode::CONFLICT,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::TooManyRooms | ErrorCode::TooManyConnections | ErrorCode::RateLimited => {
             StatusCode::TOO_MANY_REQUESTS
         }
@@ -72,7 +76,20 @@ impl ApiError {
                 None,
             ),
             ApiError::Client(e) => {
-                let details = json!({"roomId": e.room_id, "clientMsgId": e.client_msg_id});
+                let mut details = serde_json::Map::new();
+                if let Some(room) = &e.room_id {
+                    details.insert("roomId".into(), json!(room));
+                }
+                if let Some(cid) = &e.client_msg_id {
+                    details.insert("clientMsgId".into(), json!(cid));
+                }
+                if let Some(field) = &e.field {
+                    details.insert("field".into(), json!(field));
+                }
+                if let Some(ms) = e.retry_after_ms {
+                    details.insert("retryAfterMs".into(), json!(ms));
+                }
+                let details = serde_json::Value::Object(details);
                 (
                     status_of(e.code),
                     e.code.as_str(),
@@ -116,6 +133,13 @@ impl ApiError {
                 json!({}),
                 None,
             ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                self.to_string(),
+                json!({}),
+                None,
+            ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (
@@ -133,6 +157,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, details, retry_after_ms) = self.parts();
+        metrics::counter!(roomcast_engine::metrics::API_ERRORS, "code" => code).increment(1);
         let body = json!({"error": {"code": code, "message": message, "details": details}});
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(ms) = retry_after_ms

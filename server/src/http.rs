@@ -58,7 +58,7 @@ pub(crate) struct HistoryParams {
 
 /// A bound is a message id or an RFC 3339 timestamp. As an exclusive id bound, a
 /// timestamp `t` means "before t" -> first id at t, "after t" -> last id at t.
-fn bound(
+pub(crate) fn bound(
     field: &'static str,
     raw: Option<&str>,
     after: bool,
@@ -71,7 +71,7 @@ fn bound(
         Some(ms) if after => Ok(Some(first_id_at(ms + 1).saturating_sub(1))),
         Some(ms) => Ok(Some(first_id_at(ms))),
         None => Err(ApiError::BadRequest {
-            field,
+            field: field.into(),
             message: format!("{field} must be a message id or an RFC 3339 timestamp"),
         }),
     }
@@ -100,15 +100,18 @@ pub(crate) async fn room_history(
     Query(params): Query<HistoryParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.authenticate(&headers, params.token.as_deref())?;
+    let principal = app.authenticate(&headers, params.token.as_deref())?;
     validate_room_id(&room_id)?;
+    if roomcast_engine::chat::is_conversation(&room_id) {
+        crate::api::member_of(&app, &room_id, &principal.user().user_id).await?;
+    }
     let limit = match params.limit.as_deref() {
         None => HISTORY_DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
             _ => {
                 return Err(ApiError::BadRequest {
-                    field: "limit",
+                    field: "limit".into(),
                     message: format!("limit must be 1-{HISTORY_MAX_LIMIT}"),
                 });
             }

@@ -4,10 +4,13 @@
 //! it the same way.
 
 mod accept;
+mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
 mod http;
+mod middleware;
+mod push;
 pub mod shutdown;
 pub mod telemetry;
 mod ws;
@@ -19,9 +22,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, header};
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
-use roomcast_engine::{Disconnect, EmbeddedStore, Engine, HistoryStore};
+use roomcast_engine::chat::ChatStore;
+use roomcast_engine::{Disconnect, EmbeddedStore, Engine};
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Principal, Verifier};
@@ -80,18 +84,70 @@ pub fn resolve_secret(config: &Config) -> Result<(String, bool), String> {
 }
 
 fn router(state: AppState) -> Router {
+    use api::{admin, conversations as conv, messages as msg};
     let mut router = Router::new()
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/ws", get(ws::chat))
         .route("/api/rooms/{room_id}/messages", get(http::room_history))
-        .route("/api/admin/audit", get(http::audit_log));
+        .route("/api/admin/audit", get(http::audit_log))
+        // The chat API of seed 000.
+        .route("/conversations", post(conv::create).get(conv::list))
+        .route("/conversations/{conversation_id}", get(conv::get_one))
+        .route(
+            "/conversations/{conversation_id}/archive",
+            put(conv::archive),
+        )
+        .route(
+            "/conversations/{conversation_id}/unarchive",
+            put(conv::unarchive),
+        )
+        .route(
+            "/conversations/{conversation_id}/messages/history",
+            get(conv::history),
+        )
+        .route(
+            "/conversations/{conversation_id}/messages/unread",
+            get(conv::unread),
+        )
+        .route("/messages", post(msg::send))
+        .route("/messages/typing/{is_typing}", put(msg::typing))
+        .route("/messages/{message_id}", delete(msg::delete))
+        .route("/messages/{message_id}/read", put(msg::mark_read))
+        .route(
+            "/messages/{message_id}/reaction",
+            delete(msg::delete_reaction),
+        )
+        .route(
+            "/messages/{message_id}/reaction/{reaction}",
+            put(msg::put_reaction).delete(msg::delete_named_reaction),
+        )
+        .route("/private/messages", post(admin::send))
+        .route(
+            "/private/users/{user_id}/conversations",
+            put(admin::user_conversations).get(admin::user_conversations),
+        )
+        .route("/private/conversations/quietChats", get(admin::quiet_chats))
+        .route(
+            "/private/conversations/{conversation_id}",
+            delete(admin::close),
+        )
+        .route(
+            "/private/conversations/{conversation_id}/snooze",
+            put(admin::snooze),
+        );
     if state.config.echo_endpoint {
         router = router.route("/ws/echo", get(ws::echo));
     }
     router
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(middleware::http_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::cors,
+        ))
         .with_state(state)
 }
 
@@ -115,17 +171,24 @@ pub async fn run(
             "JWT_SECRET is not set: using a development secret kept in the data directory. Mint a token with `roomcast token --user alice`. Set JWT_SECRET (and NODE_ENV=production) in production."
         );
     }
-    let store: Arc<dyn HistoryStore> = Arc::new(
+    let store: Arc<dyn ChatStore> = Arc::new(
         EmbeddedStore::open(&config.data_dir.join("history"))
             .map_err(|e| format!("cannot open history in {}: {e}", config.data_dir.display()))?,
     );
-    let (engine, tasks) = Engine::start(config.engine.clone(), store)?;
+    let (engine, mut tasks) = Engine::start(config.engine.clone(), store)?;
     let verifier = Arc::new(Verifier::new(
         secret.as_bytes(),
         config.jwt_issuer.as_deref(),
         config.jwt_audience.as_deref(),
     ));
     let shutdown = Shutdown::new();
+    let push_worker = match (tasks.push.take(), config.push.clone()) {
+        (Some(rx), Some(cfg)) => {
+            tracing::info!(url = %cfg.url, "push notifications on");
+            Some(push::spawn(rx, cfg, engine.clone(), shutdown.token.clone()))
+        }
+        _ => None,
+    };
     let config = Arc::new(config);
     let state = AppState {
         engine: engine.clone(),
@@ -192,6 +255,9 @@ pub async fn run(
     http.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http.wait()).await;
     let _ = housekeeping.await;
+    if let Some(w) = push_worker {
+        let _ = w.await;
+    }
     drop(tasks);
     tracing::info!(
         connections_closed = asked,

@@ -12,6 +12,7 @@
 //! clientMsgId)] = id`, `audit[id] = json(AuditEntry)`. Every call runs on tokio's
 //! blocking pool; write transactions commit with `Durability::Immediate` (fsync).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,12 +20,27 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{AppendOutcome, AuditEntry, HistoryStore, PageQuery, StoreError, WriteBatch};
+use crate::chat::{
+    ChatStore, Conversation, ConversationKind, ConversationUpdate, MemberState, MemberUpdate,
+    is_conversation,
+};
 use crate::ids::MessageId;
 use crate::protocol::ChatMessage;
 
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const CLIENT_IDS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("client_ids");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Message id -> room id (for the routes that name only a message).
+const MESSAGE_ROOMS: TableDefinition<u64, &str> = TableDefinition::new("message_rooms");
+const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
+/// `(user, conversation)` -> json(MemberState): a user's conversations by prefix.
+const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("members");
+/// `(smaller user id, larger user id)` -> the pair's direct conversation.
+const DIRECT: TableDefinition<(&str, &str), &str> = TableDefinition::new("direct");
+/// `(last activity ms, conversation)`: open conversations by last activity.
+const ACTIVITY: TableDefinition<(u64, &str), ()> = TableDefinition::new("activity");
+/// `(room, message id, user)` -> reaction.
+const REACTIONS: TableDefinition<(&str, u64, &str), &str> = TableDefinition::new("reactions");
 
 /// redb-backed [`HistoryStore`].
 #[derive(Clone)]
@@ -55,6 +71,12 @@ impl EmbeddedStore {
         txn.open_table(MESSAGES).map_err(StoreError::backend)?;
         txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
         txn.open_table(AUDIT).map_err(StoreError::backend)?;
+        txn.open_table(MESSAGE_ROOMS).map_err(StoreError::backend)?;
+        txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+        txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+        txn.open_table(DIRECT).map_err(StoreError::backend)?;
+        txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
+        txn.open_table(REACTIONS).map_err(StoreError::backend)?;
         txn.commit().map_err(StoreError::backend)?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -75,9 +97,12 @@ impl EmbeddedStore {
         txn.set_durability(Durability::Immediate)
             .map_err(StoreError::backend)?;
         let mut outcomes = Vec::with_capacity(batch.messages.len());
+        // Newest stored message per conversation, for its last activity.
+        let mut newest: HashMap<&str, MessageId> = HashMap::new();
         {
             let mut messages = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
             let mut client_ids = txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
+            let mut rooms = txn.open_table(MESSAGE_ROOMS).map_err(StoreError::backend)?;
             for m in &batch.messages {
                 if let Some(cid) = &m.client_msg_id {
                     let key = (m.room_id.as_str(), m.user_id.as_str(), cid.as_str());
@@ -97,7 +122,17 @@ impl EmbeddedStore {
                 messages
                     .insert(key, encode(m)?.as_slice())
                     .map_err(StoreError::backend)?;
+                rooms
+                    .insert(m.message_id, m.room_id.as_str())
+                    .map_err(StoreError::backend)?;
+                if is_conversation(&m.room_id) {
+                    let n = newest.entry(m.room_id.as_str()).or_insert(0);
+                    *n = (*n).max(m.message_id);
+                }
                 outcomes.push(AppendOutcome::Stored);
+            }
+            for (conv, id) in newest {
+                touch_conversation(&txn, conv, id)?;
             }
             let mut audit = txn.open_table(AUDIT).map_err(StoreError::backend)?;
             for a in &batch.audit {
@@ -243,6 +278,394 @@ impl HistoryStore for EmbeddedStore {
     }
 }
 
+fn read_conv(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Conversation>, StoreError> {
+    table
+        .get(id)
+        .map_err(StoreError::backend)?
+        .map(|v| decode(v.value()))
+        .transpose()
+}
+
+/// Moves a conversation's last activity to message `id` (if newer), keeping the
+/// activity index in step. Inside the append transaction.
+fn touch_conversation(
+    txn: &redb::WriteTransaction,
+    conv_id: &str,
+    id: MessageId,
+) -> Result<(), StoreError> {
+    let mut convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+    let Some(mut conv) = read_conv(&convs, conv_id)? else {
+        return Ok(());
+    };
+    if conv.last_message_id.is_some_and(|last| last >= id) {
+        return Ok(());
+    }
+    let mut activity = txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
+    let at = crate::ids::unix_ms_of(id).max(conv.last_activity_ms);
+    if conv.closed.is_none() {
+        activity
+            .remove((conv.last_activity_ms, conv_id))
+            .map_err(StoreError::backend)?;
+        activity
+            .insert((at, conv_id), ())
+            .map_err(StoreError::backend)?;
+    }
+    conv.last_message_id = Some(id);
+    conv.last_activity_ms = at;
+    convs
+        .insert(conv_id, encode(&conv)?.as_slice())
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+fn pair_key(conv: &Conversation) -> Option<(&str, &str)> {
+    match (conv.kind, conv.participant_ids.as_slice()) {
+        (ConversationKind::Direct, [a, b]) => Some((a.as_str(), b.as_str())),
+        _ => None,
+    }
+}
+
+fn write_txn(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = db.begin_write().map_err(StoreError::backend)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(StoreError::backend)?;
+    Ok(txn)
+}
+
+#[async_trait]
+impl ChatStore for EmbeddedStore {
+    async fn create_conversation(
+        &self,
+        conv: Conversation,
+    ) -> Result<(Conversation, bool), StoreError> {
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            let out = {
+                let mut direct = txn.open_table(DIRECT).map_err(StoreError::backend)?;
+                let mut convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+                let existing = match pair_key(&conv) {
+                    Some(pair) => match direct.get(pair).map_err(StoreError::backend)? {
+                        Some(id) => read_conv(&convs, id.value())?,
+                        None => None,
+                    },
+                    None => None,
+                };
+                match existing {
+                    Some(found) => (found, false),
+                    None => {
+                        if let Some(pair) = pair_key(&conv) {
+                            direct
+                                .insert(pair, conv.id.as_str())
+                                .map_err(StoreError::backend)?;
+                        }
+                        convs
+                            .insert(conv.id.as_str(), encode(&conv)?.as_slice())
+                            .map_err(StoreError::backend)?;
+                        let mut members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+                        let state = encode(&MemberState::default())?;
+                        for p in &conv.participant_ids {
+                            members
+                                .insert((p.as_str(), conv.id.as_str()), state.as_slice())
+                                .map_err(StoreError::backend)?;
+                        }
+                        let mut activity = txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
+                        activity
+                            .insert((conv.last_activity_ms, conv.id.as_str()), ())
+                            .map_err(StoreError::backend)?;
+                        (conv, true)
+                    }
+                }
+            };
+            txn.commit().map_err(StoreError::backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::backend)?;
+        let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+        read_conv(&convs, id)
+    }
+
+    /// Inline like `find_client_msg`: two point reads, on every conversation send.
+    async fn membership(
+        &self,
+        id: &str,
+        user_id: &str,
+    ) -> Result<Option<(Conversation, MemberState)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::backend)?;
+        let members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+        let Some(state) = members.get((user_id, id)).map_err(StoreError::backend)? else {
+            return Ok(None);
+        };
+        let state: MemberState = decode(state.value())?;
+        let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+        Ok(read_conv(&convs, id)?.map(|c| (c, state)))
+    }
+
+    async fn user_conversations(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(Conversation, MemberState)>, StoreError> {
+        let user = user_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+            let mut out = Vec::new();
+            let range = members
+                .range((user.as_str(), "")..)
+                .map_err(StoreError::backend)?;
+            for item in range {
+                let (k, v) = item.map_err(StoreError::backend)?;
+                let (u, conv_id) = k.value();
+                if u != user {
+                    break;
+                }
+                if let Some(conv) = read_conv(&convs, conv_id)? {
+                    out.push((conv, decode(v.value())?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_member(
+        &self,
+        id: &str,
+        user_id: &str,
+        update: MemberUpdate,
+    ) -> Result<Option<(MemberState, bool)>, StoreError> {
+        let (id, user) = (id.to_owned(), user_id.to_owned());
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            let out = {
+                let mut members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+                let current: Option<MemberState> = members
+                    .get((user.as_str(), id.as_str()))
+                    .map_err(StoreError::backend)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                match current {
+                    None => None,
+                    Some(mut state) => {
+                        let changed = match update {
+                            MemberUpdate::Archive(a) => {
+                                let changed = state.archived != a;
+                                state.archived = a;
+                                changed
+                            }
+                            MemberUpdate::ReadUpTo(mid) => {
+                                let changed = state.last_read_id.is_none_or(|r| r < mid);
+                                if changed {
+                                    state.last_read_id = Some(mid);
+                                }
+                                changed
+                            }
+                        };
+                        if changed {
+                            members
+                                .insert((user.as_str(), id.as_str()), encode(&state)?.as_slice())
+                                .map_err(StoreError::backend)?;
+                        }
+                        Some((state, changed))
+                    }
+                }
+            };
+            txn.commit().map_err(StoreError::backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_conversation(
+        &self,
+        id: &str,
+        update: ConversationUpdate,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            let out = {
+                let mut convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+                match read_conv(&convs, &id)? {
+                    None => None,
+                    Some(mut conv) => {
+                        match update {
+                            ConversationUpdate::Close(c) => {
+                                if conv.closed.is_none() {
+                                    let mut activity =
+                                        txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
+                                    activity
+                                        .remove((conv.last_activity_ms, id.as_str()))
+                                        .map_err(StoreError::backend)?;
+                                    conv.closed = Some(c);
+                                }
+                            }
+                            ConversationUpdate::Snooze(s) => conv.snoozed = Some(s),
+                        }
+                        convs
+                            .insert(id.as_str(), encode(&conv)?.as_slice())
+                            .map_err(StoreError::backend)?;
+                        Some(conv)
+                    }
+                }
+            };
+            txn.commit().map_err(StoreError::backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn quiet_conversations(
+        &self,
+        inactive_since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let activity = txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
+            let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+            let mut out = Vec::new();
+            let range = activity
+                .range(..(inactive_since_ms, ""))
+                .map_err(StoreError::backend)?;
+            for item in range.take(limit) {
+                let (k, _) = item.map_err(StoreError::backend)?;
+                if let Some(conv) = read_conv(&convs, k.value().1)? {
+                    out.push(conv);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn locate_message(&self, id: MessageId) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::backend)?;
+        let rooms = txn.open_table(MESSAGE_ROOMS).map_err(StoreError::backend)?;
+        Ok(rooms
+            .get(id)
+            .map_err(StoreError::backend)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    async fn set_reaction(
+        &self,
+        room_id: &str,
+        id: MessageId,
+        user_id: &str,
+        reaction: Option<&str>,
+    ) -> Result<Option<ChatMessage>, StoreError> {
+        let (room, user, reaction) = (
+            room_id.to_owned(),
+            user_id.to_owned(),
+            reaction.map(str::to_owned),
+        );
+        self.blocking(move |db| {
+            let txn = write_txn(db)?;
+            let out = {
+                let mut messages = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
+                let current: Option<ChatMessage> = messages
+                    .get((room.as_str(), id))
+                    .map_err(StoreError::backend)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                match current {
+                    None => None,
+                    Some(mut msg) => {
+                        let mut reactions =
+                            txn.open_table(REACTIONS).map_err(StoreError::backend)?;
+                        let key = (room.as_str(), id, user.as_str());
+                        let old = reactions
+                            .get(key)
+                            .map_err(StoreError::backend)?
+                            .map(|v| v.value().to_owned());
+                        if old != reaction {
+                            if let Some(old) = &old
+                                && let Some(n) = msg.reactions.get_mut(old)
+                            {
+                                *n = n.saturating_sub(1);
+                                if *n == 0 {
+                                    msg.reactions.remove(old);
+                                }
+                            }
+                            match &reaction {
+                                Some(r) => {
+                                    *msg.reactions.entry(r.clone()).or_insert(0) += 1;
+                                    reactions
+                                        .insert(key, r.as_str())
+                                        .map_err(StoreError::backend)?;
+                                }
+                                None => {
+                                    reactions.remove(key).map_err(StoreError::backend)?;
+                                }
+                            }
+                            messages
+                                .insert((room.as_str(), id), encode(&msg)?.as_slice())
+                                .map_err(StoreError::backend)?;
+                        }
+                        Some(msg)
+                    }
+                }
+            };
+            txn.commit().map_err(StoreError::backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn reaction_of(
+        &self,
+        room_id: &str,
+        id: MessageId,
+        user_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::backend)?;
+        let reactions = txn.open_table(REACTIONS).map_err(StoreError::backend)?;
+        Ok(reactions
+            .get((room_id, id, user_id))
+            .map_err(StoreError::backend)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    async fn count_unread(
+        &self,
+        room_id: &str,
+        after: Option<MessageId>,
+        user_id: &str,
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        let (room, user) = (room_id.to_owned(), user_id.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
+            let lo = after.map_or(0, |a| a.saturating_add(1));
+            let mut n = 0;
+            for item in table
+                .range((room.as_str(), lo)..=(room.as_str(), u64::MAX))
+                .map_err(StoreError::backend)?
+            {
+                let (_, v) = item.map_err(StoreError::backend)?;
+                let m: ChatMessage = decode(v.value())?;
+                if m.user_id != user && !m.deleted {
+                    n += 1;
+                    if n >= cap {
+                        break;
+                    }
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +675,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path()).expect("open");
         super::super::conformance::run(&store).await;
+        super::super::conformance::run_chat(&store).await;
     }
 
     #[tokio::test]

@@ -75,7 +75,7 @@ async fn accept(
     let query = Query::<WsQuery>::try_from_uri(req.uri()).map_err(|e| {
         reject("bad_request");
         ApiError::BadRequest {
-            field: "query",
+            field: "query".into(),
             message: e.body_text(),
         }
     })?;
@@ -96,7 +96,7 @@ async fn accept(
             Some(s) => Some(s.parse::<u64>().map_err(|_| {
                 reject("bad_request");
                 ApiError::BadRequest {
-                    field: "since",
+                    field: "since".into(),
                     message: "since must be a message id (decimal string)".into(),
                 }
             })?),
@@ -115,7 +115,7 @@ async fn accept(
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
         reject("bad_handshake");
         ApiError::BadRequest {
-            field: "Sec-WebSocket-Key",
+            field: "Sec-WebSocket-Key".into(),
             message: format!("invalid WebSocket handshake: {e}"),
         }
     })?;

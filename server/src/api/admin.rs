@@ -1,0 +1,346 @@
+//! The administrative routes under `/private` (the token must carry the admin role,
+//! else 403): send as a user or as the system, a user's conversations, close, snooze,
+//! and quiet chats.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use roomcast_engine::UserInfo;
+use roomcast_engine::chat::{
+    Attachment, Closure, Conversation, ConversationUpdate, MessageType, Snooze,
+};
+use roomcast_engine::clock::{now_unix_ms, rfc3339_ms};
+use roomcast_engine::protocol::encode_event;
+use roomcast_engine::{ClientError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::conversations::{ConversationPage, list_window, validate_user_id};
+use super::messages::{SendMessage, send_as};
+use super::{
+    Caller, ConversationView, JsonBody, OptionalJsonBody, conversation_not_found,
+    conversation_view, page_of, query_int, store_err,
+};
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The user id of messages sent as the platform (no `senderId`).
+pub(crate) const SYSTEM_SENDER: &str = "system";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AdminSend {
+    pub conversation_id: String,
+    #[serde(default)]
+    pub message: String,
+    /// Send as this user (any id); without it the message is a `system` message.
+    #[serde(default)]
+    pub sender_id: Option<String>,
+    #[serde(default)]
+    pub message_type: Option<MessageType>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+async fn any_conversation(app: &AppState, id: &str) -> Result<Conversation, ApiError> {
+    if !roomcast_engine::chat::is_conversation(id) {
+        return Err(conversation_not_found());
+    }
+    app.engine
+        .store()
+        .conversation(id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(conversation_not_found)
+}
+
+/// `POST /private/messages`: 201 with the stored message. Passes a snooze (not a
+/// closure) and the per-user rate limit; moderation applies.
+pub(crate) async fn send(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<AdminSend>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let conv = any_conversation(&app, &body.conversation_id).await?;
+    let (sender, default_type) = match &body.sender_id {
+        Some(id) => {
+            validate_user_id("senderId", id)?;
+            (id.clone(), MessageType::Text)
+        }
+        None => (SYSTEM_SENDER.to_owned(), MessageType::System),
+    };
+    let message_type = body.message_type.unwrap_or(default_type);
+    let user = UserInfo {
+        user_id: sender.clone(),
+        username: sender,
+        is_admin: body.sender_id.is_none(),
+    };
+    let msg = SendMessage {
+        conversation_id: body.conversation_id,
+        message: body.message,
+        message_type: Some(message_type),
+        attachments: body.attachments,
+        client_msg_id: body.client_msg_id,
+    };
+    send_as(&app, conv, user, msg, message_type, true).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UserListParams {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `PUT` (as the seed has it) or `GET /private/users/{userId}/conversations`: every
+/// conversation of a user, most recently active first. 404 `user_not_found` for a user
+/// with no conversation at all (the chat service knows users only through them).
+pub(crate) async fn user_conversations(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Query(params): Query<UserListParams>,
+) -> Result<Json<ConversationPage>, ApiError> {
+    caller.require_admin()?;
+    let (limit, offset) = list_window(params.limit.as_deref(), params.offset.as_deref())?;
+    let all = app
+        .engine
+        .store()
+        .user_conversations(&user_id)
+        .await
+        .map_err(store_err)?;
+    if all.is_empty() {
+        return Err(ApiError::Client(ClientError::new(
+            ErrorCode::UserNotFound,
+            "no conversations are known for this user",
+        )));
+    }
+    let (page, total) = page_of(all, offset as usize, limit as usize);
+    let mut conversations = Vec::with_capacity(page.len());
+    for (conv, state) in page {
+        conversations.push(conversation_view(&app, conv, Some((&user_id, &state))).await?);
+    }
+    Ok(Json(ConversationPage {
+        conversations,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CloseBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
+    match reason {
+        Some(r) if r.chars().count() > 500 || r.chars().any(char::is_control) => {
+            Err(ApiError::BadRequest {
+                field: "reason".into(),
+                message: "reason is at most 500 characters, no control characters".into(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `DELETE /private/conversations/{id}` with an optional `{"reason"}`: closes the
+/// conversation for good. Participants get `conversation_closed`; later sends fail with
+/// 409 `conversation_closed`. Closing twice keeps the first closure.
+pub(crate) async fn close(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CloseBody>,
+) -> Result<Json<ConversationView>, ApiError> {
+    caller.require_admin()?;
+    check_reason(&body.reason)?;
+    any_conversation(&app, &id).await?;
+    let closure = Closure {
+        at_ms: now_unix_ms(),
+        by: caller.id().to_owned(),
+        reason: body.reason.filter(|r| !r.trim().is_empty()),
+    };
+    let conv = app
+        .engine
+        .store()
+        .update_conversation(&id, ConversationUpdate::Close(closure))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(conversation_not_found)?;
+    if let Some(c) = &conv.closed {
+        let frame = encode_event(
+            "conversation_closed",
+            &json!({"conversationId": conv.id, "reason": c.reason, "at": rfc3339_ms(c.at_ms)}),
+        );
+        app.engine
+            .emit(&conv, "conversation_closed", frame, None)
+            .await?;
+    }
+    Ok(Json(conversation_view(&app, conv, None).await?))
+}
+
+/// Default and longest snooze, hours.
+pub(crate) const SNOOZE_DEFAULT_HOURS: f64 = 24.0;
+pub(crate) const SNOOZE_MAX_HOURS: f64 = 24.0 * 90.0;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SnoozeBody {
+    /// Hours (fractions allowed), default 24, at most 2160 (90 days).
+    #[serde(default)]
+    pub duration: Option<f64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `PUT /private/conversations/{id}/snooze` with `{"duration","reason"}`: pauses the
+/// conversation until now + duration. While snoozed, participants' sends (and
+/// reactions and typing) fail with 409 `conversation_snoozed` (with `retryAfterMs`),
+/// no push notifications go out, reading and receipts work, admin sends go through.
+/// At expiry it is active again by itself; participants get `conversation_snoozed`
+/// now and `conversation_unsnoozed` at expiry (while this server runs).
+pub(crate) async fn snooze(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<SnoozeBody>,
+) -> Result<Json<ConversationView>, ApiError> {
+    caller.require_admin()?;
+    check_reason(&body.reason)?;
+    let hours = body.duration.unwrap_or(SNOOZE_DEFAULT_HOURS);
+    if !(hours > 0.0 && hours <= SNOOZE_MAX_HOURS) {
+        return Err(ApiError::BadRequest {
+            field: "duration".into(),
+            message: format!("duration is in hours, more than 0 and at most {SNOOZE_MAX_HOURS}"),
+        });
+    }
+    let current = any_conversation(&app, &id).await?;
+    if current.closed.is_some() {
+        return Err(ApiError::Client(
+            ClientError::new(
+                ErrorCode::ConversationClosed,
+                "a closed conversation cannot be snoozed",
+            )
+            .in_room(&id),
+        ));
+    }
+    let now = now_unix_ms();
+    let length_ms = (hours * 3_600_000.0).round() as u64;
+    let until_ms = now + length_ms.max(1);
+    let snooze = Snooze {
+        at_ms: now,
+        until_ms,
+        by: caller.id().to_owned(),
+        reason: body.reason.filter(|r| !r.trim().is_empty()),
+    };
+    let conv = app
+        .engine
+        .store()
+        .update_conversation(&id, ConversationUpdate::Snooze(snooze.clone()))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(conversation_not_found)?;
+    let frame = encode_event(
+        "conversation_snoozed",
+        &json!({"conversationId": conv.id, "until": rfc3339_ms(until_ms), "reason": snooze.reason}),
+    );
+    app.engine
+        .emit(&conv, "conversation_snoozed", frame, None)
+        .await?;
+    schedule_unsnooze(&app, conv.id.clone(), until_ms);
+    Ok(Json(conversation_view(&app, conv, None).await?))
+}
+
+/// At `until_ms`, tells participants the conversation is active again, unless the
+/// snooze was replaced or the conversation closed meanwhile. The state itself needs no
+/// timer: it is computed from `until_ms` on every read.
+fn schedule_unsnooze(app: &AppState, id: String, until_ms: u64) {
+    let (engine, token) = (app.engine.clone(), app.shutdown.token.clone());
+    let wait = Duration::from_millis(until_ms.saturating_sub(now_unix_ms()));
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Ok(Some(conv)) = engine.store().conversation(&id).await else {
+            return;
+        };
+        if conv.closed.is_none()
+            && conv
+                .snoozed
+                .as_ref()
+                .is_some_and(|s| s.until_ms == until_ms)
+        {
+            let frame = encode_event("conversation_unsnoozed", &json!({"conversationId": id}));
+            let _ = engine
+                .emit(&conv, "conversation_unsnoozed", frame, None)
+                .await;
+        }
+    });
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QuietParams {
+    days_inactive: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QuietChats {
+    pub days_inactive: f64,
+    /// Conversations with no message since this time are listed.
+    pub inactive_since: String,
+    /// Least recently active first.
+    pub conversations: Vec<ConversationView>,
+}
+
+/// `GET /private/conversations/quietChats?daysInactive=&limit=`: open conversations
+/// with no activity for `daysInactive` days (default 7), least recently active first,
+/// read from the last-activity index.
+pub(crate) async fn quiet_chats(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(params): Query<QuietParams>,
+) -> Result<Json<QuietChats>, ApiError> {
+    caller.require_admin()?;
+    let days = match params.days_inactive.as_deref().filter(|d| !d.is_empty()) {
+        None => 7.0,
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(d) if (0.0..=3650.0).contains(&d) => d,
+            _ => {
+                return Err(ApiError::BadRequest {
+                    field: "daysInactive".into(),
+                    message: "daysInactive is a number of days from 0 to 3650 (fractions allowed)"
+                        .into(),
+                });
+            }
+        },
+    };
+    let limit = query_int("limit", params.limit.as_deref(), 50, 1..=500)?;
+    let since = now_unix_ms().saturating_sub((days * 86_400_000.0).round() as u64);
+    let found = app
+        .engine
+        .store()
+        .quiet_conversations(since, limit as usize)
+        .await
+        .map_err(store_err)?;
+    let mut conversations = Vec::with_capacity(found.len());
+    for conv in found {
+        conversations.push(conversation_view(&app, conv, None).await?);
+    }
+    Ok(Json(QuietChats {
+        days_inactive: days,
+        inactive_since: rfc3339_ms(since),
+        conversations,
+    }))
+}

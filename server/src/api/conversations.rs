@@ -1,0 +1,399 @@
+//! Conversation routes: create (`POST /conversations`), list (`GET /conversations`),
+//! read one (`GET /conversations/{id}`), archive and unarchive, history
+//! (`GET /conversations/{id}/messages/history`) and unread
+//! (`GET /conversations/{id}/messages/unread`).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use roomcast_engine::PageQuery;
+use roomcast_engine::chat::{
+    Conversation, ConversationKind, ConversationStatus, MAX_PARTICIPANTS, MemberState,
+    MemberUpdate, conversation_id,
+};
+use roomcast_engine::clock::now_unix_ms;
+use roomcast_engine::ids::MessageId;
+use roomcast_engine::protocol::encode_event;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{
+    Caller, ConversationView, JsonBody, MessageView, UNREAD_COUNT_CAP, conversation_view,
+    member_of, page_of, query_int, store_err,
+};
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, bound};
+
+/// Default and largest page of `GET /conversations`.
+pub(crate) const LIST_DEFAULT_LIMIT: u64 = 20;
+pub(crate) const LIST_MAX_LIMIT: u64 = 100;
+
+/// Checks a user id named in a request: 1-128 printable ASCII characters.
+pub(crate) fn validate_user_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest {
+            field: field.into(),
+            message: "user ids are 1-128 printable ASCII characters".into(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateConversation {
+    /// The other participants (the caller is always one).
+    participant_ids: Vec<String>,
+    /// `direct` (default for one other participant) or `group`.
+    #[serde(default, rename = "type")]
+    kind: Option<ConversationKind>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// `POST /conversations`: 201 with a new conversation, or 200 with the existing direct
+/// conversation of the same two users.
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateConversation>,
+) -> Result<Response, ApiError> {
+    let me = caller.id().to_owned();
+    let mut participants = vec![me.clone()];
+    for (i, p) in body.participant_ids.iter().enumerate() {
+        validate_user_id(&format!("participantIds[{i}]"), p)?;
+        participants.push(p.clone());
+    }
+    participants.sort();
+    participants.dedup();
+    let others = participants.len() - 1;
+    if others == 0 {
+        return Err(ApiError::BadRequest {
+            field: "participantIds".into(),
+            message: "name at least one other participant".into(),
+        });
+    }
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(ApiError::BadRequest {
+            field: "participantIds".into(),
+            message: format!("a conversation has at most {MAX_PARTICIPANTS} participants"),
+        });
+    }
+    let kind = match body.kind {
+        None if others == 1 => ConversationKind::Direct,
+        None | Some(ConversationKind::Group) => ConversationKind::Group,
+        Some(ConversationKind::Direct) if others == 1 => ConversationKind::Direct,
+        Some(ConversationKind::Direct) => {
+            return Err(ApiError::BadRequest {
+                field: "type".into(),
+                message: "a direct conversation has exactly one other participant".into(),
+            });
+        }
+    };
+    if let Some(t) = &body.title
+        && (t.chars().count() > 200 || t.chars().any(char::is_control))
+    {
+        return Err(ApiError::BadRequest {
+            field: "title".into(),
+            message: "title is at most 200 characters, no control characters".into(),
+        });
+    }
+    let now = now_unix_ms();
+    let conv = Conversation {
+        id: conversation_id(app.engine.next_id()),
+        kind,
+        participant_ids: participants,
+        title: body.title.filter(|t| !t.trim().is_empty()),
+        created_by: me.clone(),
+        created_at_ms: now,
+        last_activity_ms: now,
+        last_message_id: None,
+        closed: None,
+        snoozed: None,
+    };
+    let (conv, created) = app
+        .engine
+        .store()
+        .create_conversation(conv)
+        .await
+        .map_err(super::store_err)?;
+    let state = app
+        .engine
+        .store()
+        .membership(&conv.id, &me)
+        .await
+        .map_err(store_err)?
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    if created {
+        let frame = encode_event(
+            "conversation_created",
+            &json!({"conversationId": conv.id, "participantIds": conv.participant_ids, "createdBy": me}),
+        );
+        app.engine
+            .emit(&conv, "conversation_created", frame, None)
+            .await?;
+    }
+    let view = conversation_view(&app, conv, Some((&me, &state))).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    limit: Option<String>,
+    offset: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConversationPage {
+    pub conversations: Vec<ConversationView>,
+    /// Conversations matching the filter, all pages.
+    pub total: usize,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// Reads `limit` and `offset` of a conversation list.
+pub(crate) fn list_window(
+    limit: Option<&str>,
+    offset: Option<&str>,
+) -> Result<(u64, u64), ApiError> {
+    Ok((
+        query_int("limit", limit, LIST_DEFAULT_LIMIT, 1..=LIST_MAX_LIMIT)?,
+        query_int("offset", offset, 0, 0..=1_000_000)?,
+    ))
+}
+
+/// `GET /conversations?limit=&offset=&status=`: the caller's conversations, most
+/// recently active first, each with its last message and unread count.
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<ConversationPage>, ApiError> {
+    let (limit, offset) = list_window(params.limit.as_deref(), params.offset.as_deref())?;
+    let status = match params.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            ConversationStatus::parse(s).ok_or_else(|| ApiError::BadRequest {
+                field: "status".into(),
+                message: "status must be one of active, archived, closed, snoozed".into(),
+            })?,
+        ),
+    };
+    let now = now_unix_ms();
+    let me = caller.id();
+    let all = app
+        .engine
+        .store()
+        .user_conversations(me)
+        .await
+        .map_err(store_err)?;
+    let matching: Vec<(Conversation, MemberState)> = all
+        .into_iter()
+        .filter(|(c, m)| status.is_none_or(|s| c.status_for(m, now) == s))
+        .collect();
+    let (page, total) = page_of(matching, offset as usize, limit as usize);
+    let mut conversations = Vec::with_capacity(page.len());
+    for (conv, state) in page {
+        conversations.push(conversation_view(&app, conv, Some((me, &state))).await?);
+    }
+    Ok(Json(ConversationPage {
+        conversations,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// `GET /conversations/{id}`.
+pub(crate) async fn get_one(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let (conv, state) = member_of(&app, &id, caller.id()).await?;
+    Ok(Json(
+        conversation_view(&app, conv, Some((caller.id(), &state))).await?,
+    ))
+}
+
+async fn set_archived(
+    app: AppState,
+    caller: Caller,
+    id: String,
+    archived: bool,
+) -> Result<Json<ConversationView>, ApiError> {
+    let (conv, _) = member_of(&app, &id, caller.id()).await?;
+    let (state, _) = app
+        .engine
+        .store()
+        .update_member(&id, caller.id(), MemberUpdate::Archive(archived))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(super::conversation_not_found)?;
+    Ok(Json(
+        conversation_view(&app, conv, Some((caller.id(), &state))).await?,
+    ))
+}
+
+/// `PUT /conversations/{id}/archive`: hides it from the caller's active list (only
+/// for the caller).
+pub(crate) async fn archive(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>, ApiError> {
+    set_archived(app, caller, id, true).await
+}
+
+/// `PUT /conversations/{id}/unarchive`.
+pub(crate) async fn unarchive(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>, ApiError> {
+    set_archived(app, caller, id, false).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HistoryParams {
+    limit: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HistoryPage {
+    pub conversation_id: String,
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+    /// Another page exists in the direction of the walk (older with `before` or with
+    /// no bound, newer with only `after`).
+    pub has_more: bool,
+}
+
+/// `GET /conversations/{id}/messages/history?limit=&before=&after=`. `before` and
+/// `after` take a message id or an RFC 3339 timestamp; both are exclusive.
+pub(crate) async fn history(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let limit = query_int(
+        "limit",
+        params.limit.as_deref(),
+        HISTORY_DEFAULT_LIMIT as u64,
+        1..=HISTORY_MAX_LIMIT as u64,
+    )? as usize;
+    let before = bound("before", params.before.as_deref(), false)?;
+    let after = bound("after", params.after.as_deref(), true)?;
+    member_of(&app, &id, caller.id()).await?;
+    let (messages, has_more) = read_page(&app, &id, before, after, limit).await?;
+    Ok(Json(HistoryPage {
+        conversation_id: id,
+        messages: messages.into_iter().map(MessageView::from).collect(),
+        has_more,
+    }))
+}
+
+/// Reads one page plus one row to learn whether another page exists.
+pub(crate) async fn read_page(
+    app: &AppState,
+    room: &str,
+    before: Option<MessageId>,
+    after: Option<MessageId>,
+    limit: usize,
+) -> Result<(Vec<roomcast_engine::protocol::ChatMessage>, bool), ApiError> {
+    let query = PageQuery {
+        before,
+        after,
+        limit: limit + 1,
+    };
+    let mut page = app.engine.history(room, query).await.map_err(store_err)?;
+    let has_more = page.len() > limit;
+    if has_more {
+        if before.is_none() && after.is_some() {
+            page.pop();
+        } else {
+            page.remove(0);
+        }
+    }
+    Ok((page, has_more))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UnreadPage {
+    pub conversation_id: String,
+    #[serde(serialize_with = "super::opt_id_str")]
+    pub last_read_message_id: Option<MessageId>,
+    /// Unread messages from others (counted up to 1000).
+    pub count: usize,
+    /// The oldest unread messages (from others), oldest first, at most 200.
+    pub messages: Vec<MessageView>,
+    pub has_more: bool,
+}
+
+/// `GET /conversations/{id}/messages/unread`: what arrived from others after the
+/// caller's read marker.
+pub(crate) async fn unread(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UnreadPage>, ApiError> {
+    let me = caller.id();
+    let (_, state) = member_of(&app, &id, me).await?;
+    let store = app.engine.store();
+    let count = store
+        .count_unread(&id, state.last_read_id, me, UNREAD_COUNT_CAP)
+        .await
+        .map_err(store_err)?;
+    // Walk forward from the marker, skipping the caller's own and deleted messages.
+    let mut messages = Vec::new();
+    let mut cursor = state.last_read_id;
+    let mut has_more = false;
+    'walk: loop {
+        let (page, more) = read_page(
+            &app,
+            &id,
+            None,
+            Some(cursor.unwrap_or(0)),
+            HISTORY_MAX_LIMIT,
+        )
+        .await?;
+        for m in page {
+            cursor = Some(m.message_id);
+            if m.user_id == me || m.deleted {
+                continue;
+            }
+            if messages.len() == HISTORY_MAX_LIMIT {
+                has_more = true;
+                break 'walk;
+            }
+            messages.push(MessageView::from(m));
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(Json(UnreadPage {
+        conversation_id: id,
+        last_read_message_id: state.last_read_id,
+        count,
+        messages,
+        has_more,
+    }))
+}

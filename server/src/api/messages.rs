@@ -1,0 +1,374 @@
+//! Message routes: send (`POST /messages`), read marker (`PUT /messages/{id}/read`),
+//! soft delete (`DELETE /messages/{id}`), reactions
+//! (`PUT|DELETE /messages/{id}/reaction/{reaction}`) and typing
+//! (`PUT /messages/typing/{isTyping}`). Each mutation emits its WebSocket event to the
+//! conversation's participants.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use roomcast_engine::chat::{
+    Attachment, Conversation, MemberUpdate, MessageType, is_conversation, validate_reaction,
+};
+use roomcast_engine::engine::SendRequest;
+use roomcast_engine::ids::MessageId;
+use roomcast_engine::protocol::{ChatMessage, encode_event, encode_typing};
+use roomcast_engine::{ClientError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Caller, JsonBody, MessageView, message_id, message_not_found, store_err};
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SendMessage {
+    pub conversation_id: String,
+    /// The text (a caption for image and file messages, which may leave it empty).
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub message_type: Option<MessageType>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    /// Idempotency key: a resend with the same id is stored and delivered once.
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SentMessage {
+    pub message: MessageView,
+    /// True when `clientMsgId` had been sent before: `message` is the original (its
+    /// content is not repeated).
+    pub duplicate: bool,
+}
+
+/// Sends and answers `201` with the stored message (or `200` for a duplicate).
+pub(crate) async fn send_as(
+    app: &AppState,
+    conversation: Conversation,
+    sender: roomcast_engine::UserInfo,
+    body: SendMessage,
+    message_type: MessageType,
+    admin: bool,
+) -> Result<Response, ApiError> {
+    let acked = app
+        .engine
+        .send(SendRequest {
+            conversation,
+            sender: Arc::new(sender),
+            content: body.message,
+            message_type,
+            attachments: body.attachments,
+            client_msg_id: body.client_msg_id,
+            admin,
+        })
+        .await?;
+    let status = if acked.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = SentMessage {
+        message: MessageView::from(acked.message),
+        duplicate: acked.duplicate,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// `POST /messages`.
+pub(crate) async fn send(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<SendMessage>,
+) -> Result<Response, ApiError> {
+    let message_type = body.message_type.unwrap_or_default();
+    if message_type == MessageType::System {
+        return Err(ApiError::BadRequest {
+            field: "messageType".into(),
+            message: "system messages are sent through POST /private/messages".into(),
+        });
+    }
+    let (conv, _) = super::member_of(&app, &body.conversation_id, caller.id()).await?;
+    let sender = caller.0.into_user();
+    send_as(&app, conv, sender, body, message_type, false).await
+}
+
+/// The message `raw_id` and its conversation, if the caller participates in it.
+async fn message_for(
+    app: &AppState,
+    raw_id: &str,
+    user_id: &str,
+) -> Result<(Conversation, ChatMessage), ApiError> {
+    let id = message_id(raw_id)?;
+    let store = app.engine.store();
+    let room = store
+        .locate_message(id)
+        .await
+        .map_err(store_err)?
+        .filter(|r| is_conversation(r))
+        .ok_or_else(message_not_found)?;
+    let (conv, _) = store
+        .membership(&room, user_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    let msg = store
+        .get(&room, id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    Ok((conv, msg))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReadMarker {
+    pub conversation_id: String,
+    #[serde(serialize_with = "super::opt_id_str")]
+    pub last_read_message_id: Option<MessageId>,
+    /// False when the marker was already at or past this message.
+    pub moved: bool,
+}
+
+/// `PUT /messages/{id}/read`: moves the caller's read marker forward to this message;
+/// the other participants get a `read` event.
+pub(crate) async fn mark_read(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<Json<ReadMarker>, ApiError> {
+    let me = caller.id();
+    let (conv, msg) = message_for(&app, &raw_id, me).await?;
+    let (state, moved) = app
+        .engine
+        .store()
+        .update_member(&conv.id, me, MemberUpdate::ReadUpTo(msg.message_id))
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    if moved {
+        let frame = encode_event(
+            "read",
+            &json!({
+                "conversationId": conv.id,
+                "userId": me,
+                "messageId": msg.message_id.to_string(),
+            }),
+        );
+        app.engine.emit(&conv, "read", frame, Some(me)).await?;
+    }
+    Ok(Json(ReadMarker {
+        conversation_id: conv.id,
+        last_read_message_id: state.last_read_id,
+        moved,
+    }))
+}
+
+/// `DELETE /messages/{id}`: the sender (or an administrator)
+/// tombstones a message: its content is removed, its place in history kept; everyone
+/// gets a `message_deleted` event.
+pub(crate) async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let me = caller.id();
+    let (conv, msg) = if caller.is_admin() {
+        admin_message(&app, &raw_id).await?
+    } else {
+        message_for(&app, &raw_id, me).await?
+    };
+    if msg.user_id != me && !caller.is_admin() {
+        return Err(ApiError::Client(ClientError::new(
+            ErrorCode::Forbidden,
+            "only the sender or an administrator may delete a message",
+        )));
+    }
+    let store = app.engine.store();
+    if !msg.deleted {
+        store
+            .tombstone(&conv.id, msg.message_id)
+            .await
+            .map_err(store_err)?;
+        let frame = encode_event(
+            "message_deleted",
+            &json!({
+                "conversationId": conv.id,
+                "messageId": msg.message_id.to_string(),
+                "deletedBy": me,
+            }),
+        );
+        app.engine
+            .emit(&conv, "message_deleted", frame, None)
+            .await?;
+    }
+    let msg = store
+        .get(&conv.id, msg.message_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    Ok(Json(MessageView::from(msg)))
+}
+
+/// For admins: any conversation message, participant or not.
+async fn admin_message(
+    app: &AppState,
+    raw_id: &str,
+) -> Result<(Conversation, ChatMessage), ApiError> {
+    let id = message_id(raw_id)?;
+    let store = app.engine.store();
+    let room = store
+        .locate_message(id)
+        .await
+        .map_err(store_err)?
+        .filter(|r| is_conversation(r))
+        .ok_or_else(message_not_found)?;
+    let conv = store
+        .conversation(&room)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    let msg = store
+        .get(&room, id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    Ok((conv, msg))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReactionResult {
+    pub message: MessageView,
+    /// The caller's reaction now (`null` after a removal).
+    pub my_reaction: Option<String>,
+}
+
+async fn react(
+    app: AppState,
+    caller: Caller,
+    raw_id: String,
+    reaction: Option<String>,
+) -> Result<Json<ReactionResult>, ApiError> {
+    if let Some(r) = &reaction {
+        validate_reaction(r).map_err(ApiError::Client)?;
+    }
+    let me = caller.id();
+    let (conv, msg) = message_for(&app, &raw_id, me).await?;
+    if msg.deleted {
+        return Err(message_not_found());
+    }
+    conv.check_send(roomcast_engine::clock::now_unix_ms(), false)?;
+    let store = app.engine.store();
+    let before = store
+        .reaction_of(&conv.id, msg.message_id, me)
+        .await
+        .map_err(store_err)?;
+    let updated = store
+        .set_reaction(&conv.id, msg.message_id, me, reaction.as_deref())
+        .await
+        .map_err(store_err)?
+        .ok_or_else(message_not_found)?;
+    if before != reaction {
+        let frame = encode_event(
+            "reaction",
+            &json!({
+                "conversationId": conv.id,
+                "messageId": msg.message_id.to_string(),
+                "userId": me,
+                "reaction": reaction,
+                "reactions": updated.reactions,
+            }),
+        );
+        app.engine.emit(&conv, "reaction", frame, None).await?;
+    }
+    Ok(Json(ReactionResult {
+        message: MessageView::from(updated),
+        my_reaction: reaction,
+    }))
+}
+
+/// `PUT /messages/{id}/reaction/{reaction}`: sets (or replaces) the caller's one
+/// reaction. Reactions: like, love, laugh, wow, sad, angry.
+pub(crate) async fn put_reaction(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((raw_id, reaction)): Path<(String, String)>,
+) -> Result<Json<ReactionResult>, ApiError> {
+    react(app, caller, raw_id, Some(reaction)).await
+}
+
+/// `DELETE /messages/{id}/reaction`: removes the caller's reaction.
+pub(crate) async fn delete_reaction(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<Json<ReactionResult>, ApiError> {
+    react(app, caller, raw_id, None).await
+}
+
+/// `DELETE /messages/{id}/reaction/{reaction}`: removes the caller's reaction (the
+/// name must be a valid reaction; whichever the caller has is removed).
+pub(crate) async fn delete_named_reaction(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((raw_id, reaction)): Path<(String, String)>,
+) -> Result<Json<ReactionResult>, ApiError> {
+    validate_reaction(&reaction).map_err(ApiError::Client)?;
+    react(app, caller, raw_id, None).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TypingBody {
+    pub conversation_id: String,
+}
+
+/// `PUT /messages/typing/{isTyping}` with `{"conversationId"}`: a `typing_indicator`
+/// event to the other participants. Limited per user like a socket's typing frames
+/// (excess signals are dropped, still answered 200).
+pub(crate) async fn typing(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(is_typing): Path<String>,
+    JsonBody(body): JsonBody<TypingBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let is_typing = match is_typing.as_str() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        _ => {
+            return Err(ApiError::BadRequest {
+                field: "isTyping".into(),
+                message: "isTyping must be true or false".into(),
+            });
+        }
+    };
+    if body.conversation_id.is_empty() {
+        return Err(ApiError::BadRequest {
+            field: "conversationId".into(),
+            message: "conversationId must not be empty".into(),
+        });
+    }
+    let (conv, _) = super::member_of(&app, &body.conversation_id, caller.id()).await?;
+    conv.check_send(roomcast_engine::clock::now_unix_ms(), false)?;
+    let sent = app.engine.limits().check_typing(caller.id()).is_ok();
+    if sent {
+        let user = caller.0.user();
+        let frame = encode_typing(&user.user_id, &user.username, &conv.id, is_typing);
+        app.engine
+            .emit(&conv, "typing", frame, Some(&user.user_id))
+            .await?;
+    } else {
+        metrics::counter!(roomcast_engine::metrics::TYPING_DROPPED).increment(1);
+    }
+    Ok(Json(
+        json!({"conversationId": conv.id, "isTyping": is_typing, "sent": sent}),
+    ))
+}

@@ -1,0 +1,378 @@
+//! The chat REST API of seed 000 (conversations, messages, receipts, reactions,
+//! typing, and the admin `/private` routes): request extractors with typed errors,
+//! the JSON views, and the handlers in [`conversations`], [`messages`] and [`admin`].
+//! Every handler authenticates with `Authorization: Bearer`, answers 404 to anyone
+//! who is not a participant (existence is not leaked), and sends messages through
+//! [`roomcast_engine::Engine::send`], the same checks and shard as a socket's message.
+
+pub(crate) mod admin;
+pub(crate) mod conversations;
+pub(crate) mod messages;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use roomcast_engine::chat::{Attachment, Conversation, ConversationStatus, MemberState};
+use roomcast_engine::clock::{now_unix_ms, rfc3339_ms};
+use roomcast_engine::history::StoreError;
+use roomcast_engine::ids::MessageId;
+use roomcast_engine::protocol::ChatMessage;
+use roomcast_engine::{ClientError, ErrorCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// Largest accepted request body.
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The authenticated caller (`Authorization: Bearer <jwt>`).
+#[derive(Debug)]
+pub(crate) struct Caller(pub Principal);
+
+impl Caller {
+    pub(crate) fn id(&self) -> &str {
+        &self.0.user().user_id
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.0.user().is_admin
+    }
+
+    /// `403 forbidden` unless the token carries the admin role.
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        app.authenticate(&parts.headers, None).map(Caller)
+    }
+}
+
+/// A JSON body parsed with errors that name the field (`details.field`).
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub T);
+
+/// Reads the body; an empty body is `None`.
+async fn body_bytes(req: Request) -> Result<Option<bytes::Bytes>, ApiError> {
+    let headers: HeaderMap = req.headers().clone();
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::Client(ClientError::new(
+                ErrorCode::MessageTooLong,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ))
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+    if !json {
+        return Err(ApiError::BadRequest {
+            field: "body".into(),
+            message: "the body must be JSON (Content-Type: application/json)".into(),
+        });
+    }
+    Ok(Some(bytes))
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
+        // A missing field is reported at its parent; name the field itself.
+        let field = match text.strip_prefix("missing field `") {
+            Some(rest) => {
+                let name = rest.trim_end_matches('`');
+                if path == "." {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                }
+            }
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        ApiError::BadRequest {
+            field,
+            message: if inner.is_syntax() || inner.is_eof() {
+                format!("malformed JSON: {text}")
+            } else {
+                text
+            },
+        }
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
+        match body_bytes(req).await? {
+            Some(bytes) => parse_json(&bytes).map(JsonBody),
+            None => Err(ApiError::BadRequest {
+                field: "body".into(),
+                message: "a JSON body is required".into(),
+            }),
+        }
+    }
+}
+
+/// A JSON body that may be absent (then `T::default()`).
+#[derive(Debug)]
+pub(crate) struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
+        match body_bytes(req).await? {
+            Some(bytes) => parse_json(&bytes).map(OptionalJsonBody),
+            None => Ok(OptionalJsonBody(T::default())),
+        }
+    }
+}
+
+/// Maps a storage failure to `503 store_unavailable`, logging the cause.
+pub(crate) fn store_err(e: StoreError) -> ApiError {
+    tracing::warn!(error = %e, "store operation failed");
+    ApiError::Client(ClientError::new(
+        ErrorCode::StoreUnavailable,
+        "storage is unavailable; retry",
+    ))
+}
+
+pub(crate) fn conversation_not_found() -> ApiError {
+    ApiError::Client(ClientError::new(
+        ErrorCode::ConversationNotFound,
+        "no such conversation",
+    ))
+}
+
+pub(crate) fn message_not_found() -> ApiError {
+    ApiError::Client(ClientError::new(
+        ErrorCode::MessageNotFound,
+        "no such message",
+    ))
+}
+
+/// Parses an optional query integer within `range`, naming the parameter on error.
+pub(crate) fn query_int(
+    field: &'static str,
+    raw: Option<&str>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest {
+            field: field.into(),
+            message: format!(
+                "{field} must be an integer from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+/// Parses a message id path segment (404 when it cannot be one).
+pub(crate) fn message_id(raw: &str) -> Result<MessageId, ApiError> {
+    raw.parse::<u64>().map_err(|_| message_not_found())
+}
+
+/// A message as the REST API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MessageView {
+    #[serde(serialize_with = "id_str")]
+    pub message_id: MessageId,
+    pub conversation_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub content: String,
+    pub message_type: &'static str,
+    pub attachments: Vec<Attachment>,
+    pub reactions: BTreeMap<String, u32>,
+    pub deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// Server time (RFC 3339, milliseconds, UTC).
+    pub timestamp: String,
+}
+
+pub(crate) fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+pub(crate) fn opt_id_str<S: serde::Serializer>(
+    id: &Option<MessageId>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+impl From<ChatMessage> for MessageView {
+    fn from(m: ChatMessage) -> Self {
+        Self {
+            timestamp: rfc3339_ms(m.timestamp_ms()),
+            message_id: m.message_id,
+            conversation_id: m.room_id,
+            sender_id: m.user_id,
+            sender_name: m.username,
+            content: m.content,
+            message_type: m.message_type.as_str(),
+            attachments: m.attachments,
+            reactions: m.reactions,
+            deleted: m.deleted,
+            client_msg_id: m.client_msg_id,
+        }
+    }
+}
+
+/// Who closed a conversation, when and why.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClosedView {
+    pub at: String,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+/// A conversation as one user (or an admin) sees it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConversationView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub participant_ids: Vec<String>,
+    pub title: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub last_activity_at: String,
+    /// `active`, `archived` (for the caller), `closed` or `snoozed`.
+    pub status: ConversationStatus,
+    pub last_message: Option<MessageView>,
+    /// Messages from others after the caller's read marker (absent in admin views).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_id_str")]
+    pub last_read_message_id: Option<MessageId>,
+    pub closed: Option<ClosedView>,
+    pub snoozed_until: Option<String>,
+    pub snooze_reason: Option<String>,
+}
+
+/// Counting unread messages stops here (the view then says `unreadCount: 1000`).
+pub(crate) const UNREAD_COUNT_CAP: usize = 1000;
+
+/// Builds the view of `conv`; `member` is the caller's state (None for admin views).
+pub(crate) async fn conversation_view(
+    app: &AppState,
+    conv: Conversation,
+    member: Option<(&str, &MemberState)>,
+) -> Result<ConversationView, ApiError> {
+    let now = now_unix_ms();
+    let store = app.engine.store();
+    let last_message = match conv.last_message_id {
+        Some(id) => store.get(&conv.id, id).await.map_err(store_err)?,
+        None => None,
+    };
+    let (status, unread, last_read) = match member {
+        Some((user, state)) => {
+            let unread = store
+                .count_unread(&conv.id, state.last_read_id, user, UNREAD_COUNT_CAP)
+                .await
+                .map_err(store_err)?;
+            (
+                conv.status_for(state, now),
+                Some(unread),
+                state.last_read_id,
+            )
+        }
+        None => (conv.state_at(now), None, None),
+    };
+    let snooze = conv.snoozed_at(now).cloned();
+    Ok(ConversationView {
+        kind: match conv.kind {
+            roomcast_engine::chat::ConversationKind::Direct => "direct",
+            roomcast_engine::chat::ConversationKind::Group => "group",
+        },
+        participant_ids: conv.participant_ids,
+        title: conv.title,
+        created_by: conv.created_by,
+        created_at: rfc3339_ms(conv.created_at_ms),
+        last_activity_at: rfc3339_ms(conv.last_activity_ms),
+        status,
+        last_message: last_message.map(MessageView::from),
+        unread_count: unread,
+        last_read_message_id: last_read,
+        closed: conv.closed.map(|c| ClosedView {
+            at: rfc3339_ms(c.at_ms),
+            by: c.by,
+            reason: c.reason,
+        }),
+        snoozed_until: snooze.as_ref().map(|s| rfc3339_ms(s.until_ms)),
+        snooze_reason: snooze.and_then(|s| s.reason),
+        id: conv.id,
+    })
+}
+
+/// The conversation `id` if `caller` participates in it, else 404.
+pub(crate) async fn member_of(
+    app: &AppState,
+    id: &str,
+    user_id: &str,
+) -> Result<(Conversation, MemberState), ApiError> {
+    if !roomcast_engine::chat::is_conversation(id) {
+        return Err(conversation_not_found());
+    }
+    app.engine
+        .store()
+        .membership(id, user_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(conversation_not_found)
+}
+
+/// Sorts by last activity (newest first) and cuts a page: `(page, total)`.
+pub(crate) fn page_of<T>(
+    mut items: Vec<(Conversation, T)>,
+    offset: usize,
+    limit: usize,
+) -> (Vec<(Conversation, T)>, usize) {
+    items.sort_by(|a, b| {
+        b.0.last_activity_ms
+            .cmp(&a.0.last_activity_ms)
+            .then_with(|| a.0.id.cmp(&b.0.id))
+    });
+    let total = items.len();
+    let page = items.into_iter().skip(offset).take(limit).collect();
+    (page, total)
+}
