@@ -8,6 +8,7 @@ mod support;
 
 mod auth;
 mod autobahn;
+mod chat;
 mod durability;
 mod fanout;
 mod input;
