@@ -9,6 +9,7 @@ mod support;
 mod auth;
 mod autobahn;
 mod chat;
+mod chat_admin;
 mod durability;
 mod fanout;
 mod input;

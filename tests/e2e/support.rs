@@ -199,6 +199,23 @@ impl Server {
             .sum()
     }
 
+    /// Waits until a metric reaches `value` (metrics are recorded after the event a
+    /// test observes, e.g. after a webhook's response is read).
+    pub async fn wait_metric(&self, name: &str, filter: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let v = self.metric(name, filter).await;
+            if v == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{{{filter}}} stayed at {v}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every message of `room` in history, oldest first (pages backwards).
     pub async fn history(&self, room: &str) -> Vec<Value> {
         let token = self.token("history-reader");

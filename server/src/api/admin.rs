@@ -20,8 +20,8 @@ use serde_json::json;
 use super::conversations::{ConversationPage, list_window, validate_user_id};
 use super::messages::{SendMessage, send_as};
 use super::{
-    Caller, ConversationView, JsonBody, OptionalJsonBody, conversation_not_found,
-    conversation_view, page_of, query_int, store_err,
+    Admin, ConversationView, JsonBody, OptionalJsonBody, conversation_not_found, conversation_view,
+    page_of, query_int, store_err,
 };
 use crate::AppState;
 use crate::error::ApiError;
@@ -62,10 +62,9 @@ async fn any_conversation(app: &AppState, id: &str) -> Result<Conversation, ApiE
 /// closure) and the per-user rate limit; moderation applies.
 pub(crate) async fn send(
     State(app): State<AppState>,
-    caller: Caller,
+    _: Admin,
     JsonBody(body): JsonBody<AdminSend>,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let conv = any_conversation(&app, &body.conversation_id).await?;
     let (sender, default_type) = match &body.sender_id {
         Some(id) => {
@@ -101,11 +100,10 @@ pub(crate) struct UserListParams {
 /// with no conversation at all (the chat service knows users only through them).
 pub(crate) async fn user_conversations(
     State(app): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Path(user_id): Path<String>,
     Query(params): Query<UserListParams>,
 ) -> Result<Json<ConversationPage>, ApiError> {
-    caller.require_admin()?;
     let (limit, offset) = list_window(params.limit.as_deref(), params.offset.as_deref())?;
     let all = app
         .engine
@@ -156,11 +154,10 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
 /// 409 `conversation_closed`. Closing twice keeps the first closure.
 pub(crate) async fn close(
     State(app): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<CloseBody>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    caller.require_admin()?;
     check_reason(&body.reason)?;
     any_conversation(&app, &id).await?;
     let closure = Closure {
@@ -209,11 +206,10 @@ pub(crate) struct SnoozeBody {
 /// now and `conversation_unsnoozed` at expiry (while this server runs).
 pub(crate) async fn snooze(
     State(app): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<SnoozeBody>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    caller.require_admin()?;
     check_reason(&body.reason)?;
     let hours = body.duration.unwrap_or(SNOOZE_DEFAULT_HOURS);
     if !(hours > 0.0 && hours <= SNOOZE_MAX_HOURS) {
@@ -309,10 +305,9 @@ pub(crate) struct QuietChats {
 /// read from the last-activity index.
 pub(crate) async fn quiet_chats(
     State(app): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Query(params): Query<QuietParams>,
 ) -> Result<Json<QuietChats>, ApiError> {
-    caller.require_admin()?;
     let days = match params.days_inactive.as_deref().filter(|d| !d.is_empty()) {
         None => 7.0,
         Some(raw) => match raw.parse::<f64>() {

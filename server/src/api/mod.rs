@@ -61,6 +61,21 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// An authenticated administrator: 401 without a valid token, 403 without the admin
+/// role, before the body is even read.
+#[derive(Debug)]
+pub(crate) struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        caller.require_admin()?;
+        Ok(Admin(caller))
+    }
+}
+
 /// A JSON body parsed with errors that name the field (`details.field`).
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub T);
