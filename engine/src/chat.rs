@@ -42,6 +42,7 @@ pub fn conversation_id(id: u64) -> String {
 /// What a message carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageType {
     #[default]
     Text,
@@ -69,6 +70,7 @@ impl MessageType {
 /// Metadata of a file the client uploaded elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attachment {
     /// `https://` (or `http://`) URL, at most 2048 bytes.
     pub url: String,
@@ -176,6 +178,7 @@ pub fn validate_reaction(reaction: &str) -> Result<(), ClientError> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConversationKind {
     /// Exactly two participants; one per pair of users.
     Direct,
@@ -234,6 +237,7 @@ pub struct Conversation {
 /// How a conversation looks to one member (the `status` filter of the list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConversationStatus {
     Active,
     Archived,

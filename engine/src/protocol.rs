@@ -199,8 +199,10 @@ pub(crate) fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok
 /// A chat message as delivered and as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     #[serde(serialize_with = "id_str", deserialize_with = "de_id")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub message_id: MessageId,
     pub room_id: String,
     pub user_id: String,

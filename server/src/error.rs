@@ -9,6 +9,23 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 
+/// Every error response's body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_field`, `conversation_not_found`, ...).
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Context: `field` for validation errors, `retryAfterMs`, `roomId`, `reason`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -158,7 +175,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, details, retry_after_ms) = self.parts();
         metrics::counter!(roomcast_engine::metrics::API_ERRORS, "code" => code).increment(1);
-        let body = json!({"error": {"code": code, "message": message, "details": details}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                details,
+            },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(ms) = retry_after_ms
             && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())

@@ -3,7 +3,7 @@
 //! (`GET /api/rooms/{roomId}/messages?before=&after=&limit=`).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use roomcast_engine::clock::{parse_rfc3339_ms, rfc3339_ms};
@@ -14,12 +14,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
+use crate::api::{PathParam, QueryParams};
 use crate::error::ApiError;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up", body = serde_json::Value)))]
 pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Accepting connections", body = serde_json::Value), (status = 503, description = "Draining for shutdown", body = serde_json::Value)))]
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     if app.shutdown.is_draining() {
         (
@@ -33,6 +36,7 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), (status = 404, description = "Metrics are off", body = crate::error::ErrorBody)))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     match &app.metrics {
         Some(handle) => (
@@ -48,11 +52,16 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
 pub(crate) const HISTORY_DEFAULT_LIMIT: usize = 50;
 pub(crate) const HISTORY_MAX_LIMIT: usize = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct HistoryParams {
+    /// Only messages older than this message id or RFC 3339 time (exclusive).
     before: Option<String>,
+    /// Only messages newer than this message id or RFC 3339 time (exclusive).
     after: Option<String>,
+    /// Page size, 1-200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// The token, for clients that cannot set a header (else `Authorization: Bearer`).
     token: Option<String>,
 }
 
@@ -77,27 +86,41 @@ pub(crate) fn bound(
     }
 }
 
-#[derive(Serialize)]
+/// A message as a room's history shows it: the WebSocket `message` frame's fields.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct MessageView<'a> {
+pub(crate) struct RoomMessage {
     #[serde(flatten)]
-    msg: &'a ChatMessage,
+    msg: ChatMessage,
+    /// Server time (RFC 3339, milliseconds, UTC).
     timestamp: String,
 }
 
-impl<'a> From<&'a ChatMessage> for MessageView<'a> {
-    fn from(msg: &'a ChatMessage) -> Self {
+impl From<ChatMessage> for RoomMessage {
+    fn from(msg: ChatMessage) -> Self {
         Self {
-            msg,
             timestamp: rfc3339_ms(msg.timestamp_ms()),
+            msg,
         }
     }
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RoomHistoryPage {
+    room_id: String,
+    /// Oldest first.
+    messages: Vec<RoomMessage>,
+    has_more: bool,
+}
+
+/// `GET /api/rooms/{room_id}/messages`: a page of a room's history (a conversation's
+/// only for its participants).
+#[utoipa::path(get, path = "/api/rooms/{room_id}/messages", tag = "rooms", params(("room_id" = String, Path, description = "Room id"), HistoryParams), responses((status = 200, description = "A page, oldest first", body = RoomHistoryPage), (status = 400, description = "Invalid parameter", body = crate::error::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 404, description = "A conversation the caller is not part of", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn room_history(
     State(app): State<AppState>,
-    Path(room_id): Path<String>,
-    Query(params): Query<HistoryParams>,
+    PathParam(room_id): PathParam<String>,
+    QueryParams(params): QueryParams<HistoryParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let principal = app.authenticate(&headers, params.token.as_deref())?;
@@ -139,33 +162,54 @@ pub(crate) async fn room_history(
             page.remove(0);
         }
     }
-    let messages: Vec<MessageView<'_>> = page.iter().map(MessageView::from).collect();
-    Ok(Json(json!({"roomId": room_id, "messages": messages, "hasMore": has_more})).into_response())
+    Ok(Json(RoomHistoryPage {
+        room_id,
+        messages: page.into_iter().map(RoomMessage::from).collect(),
+        has_more,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct AuditParams {
-    after: Option<u64>,
-    limit: Option<usize>,
+    /// Only entries with a higher id.
+    #[param(value_type = Option<String>)]
+    after: Option<String>,
+    /// Most entries, 1-1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
     token: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage {
+    entries: Vec<roomcast_engine::history::AuditEntry>,
 }
 
 /// `GET /api/admin/audit?after=&limit=`: the moderation audit log, oldest first
 /// (admins only).
+#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(AuditParams), responses((status = 200, description = "Audit entries, oldest first", body = AuditPage), (status = 400, description = "Invalid parameter", body = crate::error::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn audit_log(
     State(app): State<AppState>,
-    Query(params): Query<AuditParams>,
+    QueryParams(params): QueryParams<AuditParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let principal = app.authenticate(&headers, params.token.as_deref())?;
     if !principal.user().is_admin {
         return Err(ApiError::Forbidden);
     }
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = crate::api::query_int("limit", params.limit.as_deref(), 100, 1..=1000)? as usize;
+    let after = match params.after.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => Some(a.parse::<u64>().map_err(|_| ApiError::BadRequest {
+            field: "after".into(),
+            message: "after must be an audit entry id (decimal)".into(),
+        })?),
+    };
     let entries = app
         .engine
         .store()
-        .audit_page(params.after, limit)
+        .audit_page(after, limit)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "audit read failed");
@@ -174,5 +218,5 @@ pub(crate) async fn audit_log(
                 "the audit log is unavailable; retry",
             ))
         })?;
-    Ok(Json(json!({"entries": entries})).into_response())
+    Ok(Json(AuditPage { entries }).into_response())
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 mod http;
 mod middleware;
+mod openapi;
 mod push;
 pub mod shutdown;
 pub mod telemetry;
@@ -123,6 +124,10 @@ fn router(state: AppState) -> Router {
             "/messages/{message_id}/reaction/{reaction}",
             put(msg::put_reaction).delete(msg::delete_named_reaction),
         )
+        .route(openapi::SPEC_PATH, get(openapi::spec))
+        .route("/api/chats/docs", get(openapi::docs_root))
+        .route("/api/chats/docs/", get(openapi::docs_index))
+        .route("/api/chats/docs/{*file}", get(openapi::docs_file))
         .route("/private/messages", post(admin::send))
         .route(
             "/private/users/{user_id}/conversations",

@@ -29,12 +29,14 @@ impl StoreError {
 /// A moderation (or, later, administrative) action, kept in the durable audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Time-ordered, unique id (same scheme as message ids); a decimal string on the wire.
     #[serde(
         serialize_with = "crate::protocol::id_str",
         deserialize_with = "crate::protocol::de_id"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: u64,
     pub at_ms: u64,
     /// `masked`, `rejected`, ...
@@ -47,6 +49,7 @@ pub struct AuditEntry {
         serialize_with = "crate::protocol::opt_id_str",
         deserialize_with = "crate::protocol::opt_message_id"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub message_id: Option<MessageId>,
     /// Human-readable detail (e.g. how many blocked words matched). Never the content.
     pub detail: String,

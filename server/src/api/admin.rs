@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use roomcast_engine::UserInfo;
 use roomcast_engine::chat::{
@@ -20,8 +20,8 @@ use serde_json::json;
 use super::conversations::{ConversationPage, list_window, validate_user_id};
 use super::messages::{SendMessage, send_as};
 use super::{
-    Admin, ConversationView, JsonBody, OptionalJsonBody, conversation_not_found, conversation_view,
-    page_of, query_int, store_err,
+    Admin, ConversationView, JsonBody, OptionalJsonBody, PathParam, QueryParams,
+    conversation_not_found, conversation_view, page_of, query_int, store_err,
 };
 use crate::AppState;
 use crate::error::ApiError;
@@ -29,7 +29,7 @@ use crate::error::ApiError;
 /// The user id of messages sent as the platform (no `senderId`).
 pub(crate) const SYSTEM_SENDER: &str = "system";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct AdminSend {
     pub conversation_id: String,
@@ -60,6 +60,7 @@ async fn any_conversation(app: &AppState, id: &str) -> Result<Conversation, ApiE
 
 /// `POST /private/messages`: 201 with the stored message. Passes a snooze (not a
 /// closure) and the per-user rate limit; moderation applies.
+#[utoipa::path(post, path = "/private/messages", tag = "admin", request_body = AdminSend, responses((status = 201, description = "Stored and delivered", body = super::messages::SentMessage), (status = 200, description = "A resend of a stored clientMsgId", body = super::messages::SentMessage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 413, description = "Message longer than MAX_MESSAGE_LENGTH or body too large", body = crate::error::ErrorBody), (status = 422, description = "Rejected by moderation", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn send(
     State(app): State<AppState>,
     _: Admin,
@@ -89,20 +90,25 @@ pub(crate) async fn send(
     send_as(&app, conv, user, msg, message_type, true).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct UserListParams {
+    /// Page size, 1-100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Conversations to skip, 0-1000000 (default 0).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1000000)]
     offset: Option<String>,
 }
 
 /// `PUT` (as the seed has it) or `GET /private/users/{userId}/conversations`: every
 /// conversation of a user, most recently active first. 404 `user_not_found` for a user
 /// with no conversation at all (the chat service knows users only through them).
+#[utoipa::path(method(get, put), path = "/private/users/{user_id}/conversations", tag = "admin", params(("user_id" = String, Path, description = "User id"), UserListParams), responses((status = 200, description = "The user's conversations (also answered to PUT, as the seed has it)", body = ConversationPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No conversation known for this user", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn user_conversations(
     State(app): State<AppState>,
     _: Admin,
-    Path(user_id): Path<String>,
-    Query(params): Query<UserListParams>,
+    PathParam(user_id): PathParam<String>,
+    QueryParams(params): QueryParams<UserListParams>,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let (limit, offset) = list_window(params.limit.as_deref(), params.offset.as_deref())?;
     let all = app
@@ -130,7 +136,7 @@ pub(crate) async fn user_conversations(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CloseBody {
     #[serde(default)]
@@ -152,10 +158,11 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
 /// `DELETE /private/conversations/{id}` with an optional `{"reason"}`: closes the
 /// conversation for good. Participants get `conversation_closed`; later sends fail with
 /// 409 `conversation_closed`. Closing twice keeps the first closure.
+#[utoipa::path(delete, path = "/private/conversations/{conversation_id}", tag = "admin", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), request_body(content = Option<CloseBody>, description = "Optional reason"), responses((status = 200, description = "Closed; participants get `conversation_closed`", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn close(
     State(app): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     OptionalJsonBody(body): OptionalJsonBody<CloseBody>,
 ) -> Result<Json<ConversationView>, ApiError> {
     check_reason(&body.reason)?;
@@ -188,7 +195,7 @@ pub(crate) async fn close(
 pub(crate) const SNOOZE_DEFAULT_HOURS: f64 = 24.0;
 pub(crate) const SNOOZE_MAX_HOURS: f64 = 24.0 * 90.0;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SnoozeBody {
     /// Hours (fractions allowed), default 24, at most 2160 (90 days).
@@ -204,10 +211,11 @@ pub(crate) struct SnoozeBody {
 /// no push notifications go out, reading and receipts work, admin sends go through.
 /// At expiry it is active again by itself; participants get `conversation_snoozed`
 /// now and `conversation_unsnoozed` at expiry (while this server runs).
+#[utoipa::path(put, path = "/private/conversations/{conversation_id}/snooze", tag = "admin", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), request_body(content = Option<SnoozeBody>, description = "Duration in hours and reason"), responses((status = 200, description = "Snoozed until now + duration", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn snooze(
     State(app): State<AppState>,
     Admin(caller): Admin,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     OptionalJsonBody(body): OptionalJsonBody<SnoozeBody>,
 ) -> Result<Json<ConversationView>, ApiError> {
     check_reason(&body.reason)?;
@@ -283,14 +291,19 @@ fn schedule_unsnooze(app: &AppState, id: String, until_ms: u64) {
     });
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(rename_all = "camelCase")]
 pub(crate) struct QuietParams {
+    /// Days without a message (fractions allowed), 0-3650 (default 7).
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 3650)]
     days_inactive: Option<String>,
+    /// Most results, 1-500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct QuietChats {
     pub days_inactive: f64,
@@ -303,10 +316,11 @@ pub(crate) struct QuietChats {
 /// `GET /private/conversations/quietChats?daysInactive=&limit=`: open conversations
 /// with no activity for `daysInactive` days (default 7), least recently active first,
 /// read from the last-activity index.
+#[utoipa::path(get, path = "/private/conversations/quietChats", tag = "admin", params(QuietParams), responses((status = 200, description = "Open conversations without activity, least recently active first", body = QuietChats), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn quiet_chats(
     State(app): State<AppState>,
     _: Admin,
-    Query(params): Query<QuietParams>,
+    QueryParams(params): QueryParams<QuietParams>,
 ) -> Result<Json<QuietChats>, ApiError> {
     let days = match params.days_inactive.as_deref().filter(|d| !d.is_empty()) {
         None => 7.0,

@@ -4,7 +4,7 @@
 //! (`GET /conversations/{id}/messages/unread`).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use roomcast_engine::PageQuery;
@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    Caller, ConversationView, JsonBody, MessageView, UNREAD_COUNT_CAP, conversation_view,
-    member_of, page_of, query_int, store_err,
+    Caller, ConversationView, JsonBody, MessageView, PathParam, QueryParams, UNREAD_COUNT_CAP,
+    conversation_view, member_of, page_of, query_int, store_err,
 };
 use crate::AppState;
 use crate::error::ApiError;
@@ -42,7 +42,7 @@ pub(crate) fn validate_user_id(field: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateConversation {
     /// The other participants (the caller is always one).
@@ -56,6 +56,7 @@ pub(crate) struct CreateConversation {
 
 /// `POST /conversations`: 201 with a new conversation, or 200 with the existing direct
 /// conversation of the same two users.
+#[utoipa::path(post, path = "/conversations", tag = "conversations", request_body = CreateConversation, responses((status = 201, description = "Created", body = ConversationView), (status = 200, description = "The existing direct conversation of the same two users", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 413, description = "Message longer than MAX_MESSAGE_LENGTH or body too large", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -146,14 +147,20 @@ pub(crate) async fn create(
     Ok((status, Json(view)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct ListParams {
+    /// Page size, 1-100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Conversations to skip, 0-1000000 (default 0).
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1000000)]
     offset: Option<String>,
+    /// Only conversations in this state (for the caller).
+    #[param(value_type = Option<ConversationStatus>)]
     status: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConversationPage {
     pub conversations: Vec<ConversationView>,
@@ -176,10 +183,11 @@ pub(crate) fn list_window(
 
 /// `GET /conversations?limit=&offset=&status=`: the caller's conversations, most
 /// recently active first, each with its last message and unread count.
+#[utoipa::path(get, path = "/conversations", tag = "conversations", params(ListParams), responses((status = 200, description = "The caller's conversations, most recently active first", body = ConversationPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let (limit, offset) = list_window(params.limit.as_deref(), params.offset.as_deref())?;
     let status = match params.status.as_deref().filter(|s| !s.is_empty()) {
@@ -217,10 +225,11 @@ pub(crate) async fn list(
 }
 
 /// `GET /conversations/{id}`.
+#[utoipa::path(get, path = "/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "The conversation", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn get_one(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
     let (conv, state) = member_of(&app, &id, caller.id()).await?;
     Ok(Json(
@@ -249,31 +258,37 @@ async fn set_archived(
 
 /// `PUT /conversations/{id}/archive`: hides it from the caller's active list (only
 /// for the caller).
+#[utoipa::path(put, path = "/conversations/{conversation_id}/archive", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Archived for the caller", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn archive(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
     set_archived(app, caller, id, true).await
 }
 
 /// `PUT /conversations/{id}/unarchive`.
+#[utoipa::path(put, path = "/conversations/{conversation_id}/unarchive", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Active again for the caller", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn unarchive(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
     set_archived(app, caller, id, false).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct HistoryParams {
+    /// Page size, 1-200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Only messages older than this message id or RFC 3339 time (exclusive).
     before: Option<String>,
+    /// Only messages newer than this message id or RFC 3339 time (exclusive).
     after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HistoryPage {
     pub conversation_id: String,
@@ -286,11 +301,12 @@ pub(crate) struct HistoryPage {
 
 /// `GET /conversations/{id}/messages/history?limit=&before=&after=`. `before` and
 /// `after` take a message id or an RFC 3339 timestamp; both are exclusive.
+#[utoipa::path(get, path = "/conversations/{conversation_id}/messages/history", tag = "messages", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)"), HistoryParams), responses((status = 200, description = "A page of history, oldest first", body = HistoryPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn history(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(params): Query<HistoryParams>,
+    PathParam(id): PathParam<String>,
+    QueryParams(params): QueryParams<HistoryParams>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let limit = query_int(
         "limit",
@@ -334,11 +350,12 @@ pub(crate) async fn read_page(
     Ok((page, has_more))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnreadPage {
     pub conversation_id: String,
     #[serde(serialize_with = "super::opt_id_str")]
+    #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     /// Unread messages from others (counted up to 1000).
     pub count: usize,
@@ -349,10 +366,11 @@ pub(crate) struct UnreadPage {
 
 /// `GET /conversations/{id}/messages/unread`: what arrived from others after the
 /// caller's read marker.
+#[utoipa::path(get, path = "/conversations/{conversation_id}/messages/unread", tag = "messages", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Messages from others after the caller's read marker", body = UnreadPage), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn unread(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<UnreadPage>, ApiError> {
     let me = caller.id();
     let (_, state) = member_of(&app, &id, me).await?;

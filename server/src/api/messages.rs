@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use roomcast_engine::chat::{
@@ -20,11 +20,11 @@ use roomcast_engine::{ClientError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Caller, JsonBody, MessageView, message_id, message_not_found, store_err};
+use super::{Caller, JsonBody, MessageView, PathParam, message_id, message_not_found, store_err};
 use crate::AppState;
 use crate::error::ApiError;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SendMessage {
     pub conversation_id: String,
@@ -40,7 +40,7 @@ pub(crate) struct SendMessage {
     pub client_msg_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SentMessage {
     pub message: MessageView,
@@ -83,6 +83,7 @@ pub(crate) async fn send_as(
 }
 
 /// `POST /messages`.
+#[utoipa::path(post, path = "/messages", tag = "messages", request_body = SendMessage, responses((status = 201, description = "Stored (durable) and delivered", body = SentMessage), (status = 200, description = "A resend of a stored clientMsgId", body = SentMessage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 413, description = "Message longer than MAX_MESSAGE_LENGTH or body too large", body = crate::error::ErrorBody), (status = 422, description = "Rejected by moderation", body = crate::error::ErrorBody), (status = 429, description = "Rate limited; `Retry-After` says when to retry", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn send(
     State(app): State<AppState>,
     caller: Caller,
@@ -127,11 +128,12 @@ async fn message_for(
     Ok((conv, msg))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ReadMarker {
     pub conversation_id: String,
     #[serde(serialize_with = "super::opt_id_str")]
+    #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     /// False when the marker was already at or past this message.
     pub moved: bool,
@@ -139,10 +141,11 @@ pub(crate) struct ReadMarker {
 
 /// `PUT /messages/{id}/read`: moves the caller's read marker forward to this message;
 /// the other participants get a `read` event.
+#[utoipa::path(put, path = "/messages/{message_id}/read", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "Read marker (moves forward only); others get a `read` event", body = ReadMarker), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn mark_read(
     State(app): State<AppState>,
     caller: Caller,
-    Path(raw_id): Path<String>,
+    PathParam(raw_id): PathParam<String>,
 ) -> Result<Json<ReadMarker>, ApiError> {
     let me = caller.id();
     let (conv, msg) = message_for(&app, &raw_id, me).await?;
@@ -174,10 +177,11 @@ pub(crate) async fn mark_read(
 /// `DELETE /messages/{id}`: the sender (or an administrator)
 /// tombstones a message: its content is removed, its place in history kept; everyone
 /// gets a `message_deleted` event.
+#[utoipa::path(delete, path = "/messages/{message_id}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "Tombstoned; participants get `message_deleted`", body = MessageView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "Not the sender nor an admin", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete(
     State(app): State<AppState>,
     caller: Caller,
-    Path(raw_id): Path<String>,
+    PathParam(raw_id): PathParam<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let me = caller.id();
     let (conv, msg) = if caller.is_admin() {
@@ -243,7 +247,7 @@ async fn admin_message(
     Ok((conv, msg))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ReactionResult {
     pub message: MessageView,
@@ -297,35 +301,38 @@ async fn react(
 
 /// `PUT /messages/{id}/reaction/{reaction}`: sets (or replaces) the caller's one
 /// reaction. Reactions: like, love, laugh, wow, sad, angry.
+#[utoipa::path(put, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = String, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's one reaction, set or replaced", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn put_reaction(
     State(app): State<AppState>,
     caller: Caller,
-    Path((raw_id, reaction)): Path<(String, String)>,
+    PathParam((raw_id, reaction)): PathParam<(String, String)>,
 ) -> Result<Json<ReactionResult>, ApiError> {
     react(app, caller, raw_id, Some(reaction)).await
 }
 
 /// `DELETE /messages/{id}/reaction`: removes the caller's reaction.
+#[utoipa::path(delete, path = "/messages/{message_id}/reaction", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete_reaction(
     State(app): State<AppState>,
     caller: Caller,
-    Path(raw_id): Path<String>,
+    PathParam(raw_id): PathParam<String>,
 ) -> Result<Json<ReactionResult>, ApiError> {
     react(app, caller, raw_id, None).await
 }
 
 /// `DELETE /messages/{id}/reaction/{reaction}`: removes the caller's reaction (the
 /// name must be a valid reaction; whichever the caller has is removed).
+#[utoipa::path(delete, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = String, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete_named_reaction(
     State(app): State<AppState>,
     caller: Caller,
-    Path((raw_id, reaction)): Path<(String, String)>,
+    PathParam((raw_id, reaction)): PathParam<(String, String)>,
 ) -> Result<Json<ReactionResult>, ApiError> {
     validate_reaction(&reaction).map_err(ApiError::Client)?;
     react(app, caller, raw_id, None).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TypingBody {
     pub conversation_id: String,
@@ -334,10 +341,11 @@ pub(crate) struct TypingBody {
 /// `PUT /messages/typing/{isTyping}` with `{"conversationId"}`: a `typing_indicator`
 /// event to the other participants. Limited per user like a socket's typing frames
 /// (excess signals are dropped, still answered 200).
+#[utoipa::path(put, path = "/messages/typing/{is_typing}", tag = "messages", request_body = TypingBody, params(("is_typing" = String, Path, description = "true or false")), responses((status = 200, description = "Sent to the other participants (`sent: false` when over the typing rate)", body = serde_json::Value), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn typing(
     State(app): State<AppState>,
     caller: Caller,
-    Path(is_typing): Path<String>,
+    PathParam(is_typing): PathParam<String>,
     JsonBody(body): JsonBody<TypingBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let is_typing = match is_typing.as_str() {

@@ -76,6 +76,39 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Path parameters; a segment that does not decode is a 404 in the one error shape.
+#[derive(Debug)]
+pub(crate) struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, app)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
+
+/// Query parameters; a query string that does not parse is a 400 in the one error
+/// shape (handlers take strings and validate each parameter themselves).
+#[derive(Debug)]
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::BadRequest {
+                field: "query".into(),
+                message: e.body_text(),
+            })
+    }
+}
+
 /// A JSON body parsed with errors that name the field (`details.field`).
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub T);
@@ -219,10 +252,11 @@ pub(crate) fn message_id(raw: &str) -> Result<MessageId, ApiError> {
 }
 
 /// A message as the REST API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageView {
     #[serde(serialize_with = "id_str")]
+    #[schema(value_type = String)]
     pub message_id: MessageId,
     pub conversation_id: String,
     pub sender_id: String,
@@ -271,7 +305,7 @@ impl From<ChatMessage> for MessageView {
 }
 
 /// Who closed a conversation, when and why.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ClosedView {
     pub at: String,
@@ -280,7 +314,7 @@ pub(crate) struct ClosedView {
 }
 
 /// A conversation as one user (or an admin) sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConversationView {
     pub id: String,
@@ -298,6 +332,7 @@ pub(crate) struct ConversationView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unread_count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_id_str")]
+    #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     pub closed: Option<ClosedView>,
     pub snoozed_until: Option<String>,

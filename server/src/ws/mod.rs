@@ -25,14 +25,27 @@ use crate::error::ApiError;
 /// The room a connection joins when the URL names none.
 pub(crate) const DEFAULT_ROOM: &str = "lobby";
 
-#[derive(Debug, Deserialize)]
-struct WsQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct WsQuery {
+    /// The JWT (or send `Authorization: Bearer`).
     token: Option<String>,
+    /// The room to join at once (default `lobby`); a conversation id for participants.
     #[serde(rename = "roomId")]
+    #[param(rename = "roomId")]
     room_id: Option<String>,
+    /// Replay the room's messages after this message id first (recovery).
     since: Option<String>,
 }
 
+/// `GET /ws`: the WebSocket endpoint (JSON protocol of docs/PROTOCOL.md). Every refusal
+/// is an HTTP error before the upgrade.
+#[utoipa::path(get, path = "/ws", tag = "websocket", params(WsQuery), responses(
+    (status = 101, description = "Switching Protocols: the WebSocket session starts"),
+    (status = 400, description = "Bad parameter or handshake", body = crate::error::ErrorBody),
+    (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody),
+    (status = 426, description = "Not a WebSocket upgrade request", body = crate::error::ErrorBody),
+    (status = 429, description = "Too many connects from this address, or too many connections for this user", body = crate::error::ErrorBody),
+    (status = 503, description = "Shutting down", body = crate::error::ErrorBody)))]
 pub(crate) async fn chat(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
