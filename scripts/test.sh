@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need when it is
-# missing (the Autobahn|Testsuite), then runs every test in the workspace (unit tests,
-# the store conformance suite, end-to-end tests against the real binary, and the
-# Autobahn conformance run), and checks that the load driver and benches compile.
+# missing (the Autobahn|Testsuite, Chromium, schemathesis), then runs every test in the
+# workspace (unit tests, the store conformance suite, end-to-end tests against the real
+# binary, the Autobahn conformance run, Swagger UI in headless Chromium, schemathesis
+# against our OpenAPI document), and checks that the load driver and benches compile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,22 @@ if [ "${ROOMCAST_SKIP_AUTOBAHN:-0}" != "1" ]; then
     echo "scripts/test.sh: installing the Autobahn|Testsuite"
     bash "$installer" >/tmp/roomcast-autobahn-install.log 2>&1 || { tail -50 /tmp/roomcast-autobahn-install.log; exit 1; }
   fi
+fi
+
+# Headless Chromium for the Swagger UI test (Debian's package).
+if [ "${ROOMCAST_SKIP_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing chromium"
+  sudo_cmd=""
+  if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium; } \
+    >/tmp/roomcast-chromium-install.log 2>&1 || { tail -30 /tmp/roomcast-chromium-install.log; exit 1; }
+fi
+
+# schemathesis (PyPI) for the API fuzzing test, in a venv under target/.
+if [ "${ROOMCAST_SKIP_SCHEMATHESIS:-0}" != "1" ] && ! [ -x target/tools-venv/bin/schemathesis ]; then
+  echo "scripts/test.sh: installing schemathesis"
+  { python3 -m venv target/tools-venv && target/tools-venv/bin/pip install -q "schemathesis==4.32.5"; } \
+    >/tmp/roomcast-schemathesis-install.log 2>&1 || { tail -30 /tmp/roomcast-schemathesis-install.log; exit 1; }
 fi
 
 cargo test --workspace --all-targets

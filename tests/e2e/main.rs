@@ -13,5 +13,6 @@ mod chat_admin;
 mod durability;
 mod fanout;
 mod input;
+mod openapi;
 mod ops;
 mod rooms;
