@@ -106,9 +106,9 @@ impl RateLimits {
         })
     }
 
-    /// Takes one REST typing signal from `user_id`'s allowance.
-    pub fn check_typing(&self, user_id: &str) -> Result<(), ()> {
-        self.typing.check_key(&user_id.to_owned()).map_err(|_| ())
+    /// Takes one REST typing signal from `user_id`'s allowance; false when over it.
+    pub fn allow_typing(&self, user_id: &str) -> bool {
+        self.typing.check_key(&user_id.to_owned()).is_ok()
     }
 
     /// A limiter for one connection's typing signals.
