@@ -546,19 +546,17 @@ impl Shard {
             message_id: Some(id),
             detail,
         });
-        if let Err(op) = self.writer.try_send(WriteOp::Message { msg, ack }) {
-            if let WriteOp::Message { msg, ack } = *op {
+        if let Err(op) = self.writer.try_send(WriteOp::Message {
+            msg,
+            ack,
+            audit: audit_entry,
+        }) {
+            if let WriteOp::Message { msg, ack, .. } = *op {
                 ack.send(Err(
                     overloaded(msg.client_msg_id.as_deref()).in_room(&msg.room_id)
                 ));
             }
             return;
-        }
-        if let Some(entry) = audit_entry {
-            // Best effort: if the queue filled between the two sends, log the action.
-            if self.writer.try_send(WriteOp::Audit(entry.clone())).is_err() {
-                tracing::warn!(?entry, "audit queue full; moderation action only logged");
-            }
         }
         room.last_message_id = Some(id);
         if let Some(key) = dedupe_key {

@@ -65,6 +65,9 @@ pub(crate) enum WriteOp {
     Message {
         msg: ChatMessage,
         ack: AckTo,
+        /// A moderation action on this message: committed in the same batch, so it is
+        /// durable when the sender is acknowledged.
+        audit: Option<AuditEntry>,
     },
     /// Acknowledge a message already queued or stored (a deduplicated resend). Sent
     /// through the queue so that it is answered after the original's commit.
@@ -195,7 +198,10 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
     let mut batch = WriteBatch::default();
     for op in ops.iter() {
         match op {
-            WriteOp::Message { msg, .. } => batch.messages.push(msg.clone()),
+            WriteOp::Message { msg, audit, .. } => {
+                batch.messages.push(msg.clone());
+                batch.audit.extend(audit.iter().cloned());
+            }
             WriteOp::Audit(a) => batch.audit.push(a.clone()),
             WriteOp::AckExisting { .. } | WriteOp::Barrier(_) => {}
         }
@@ -232,7 +238,7 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
     let stored_ok = outcome.is_ok();
     for op in ops.drain(..) {
         match op {
-            WriteOp::Message { msg, ack } => {
+            WriteOp::Message { msg, ack, .. } => {
                 let result = match (stored_ok, outcomes.next()) {
                     (true, Some(AppendOutcome::Stored)) => {
                         metrics::counter!(m::MESSAGES_STORED).increment(1);
@@ -293,6 +299,7 @@ mod tests {
             let op = WriteOp::Message {
                 msg: message("r", id, "u", Some(cid)),
                 ack: AckTo::Reply(tx),
+                audit: None,
             };
             assert!(writer.try_send(op).is_ok());
             replies.push(rx);
@@ -389,7 +396,8 @@ mod tests {
             writer
                 .try_send(WriteOp::Message {
                     msg: message("r", 7, "u", Some("c")),
-                    ack: AckTo::Reply(tx)
+                    ack: AckTo::Reply(tx),
+                    audit: None,
                 })
                 .is_ok()
         );
@@ -408,7 +416,7 @@ mod tests {
             writer
                 .try_send(WriteOp::AckExisting {
                     msg: message("r", 7, "u", Some("c")),
-                    ack: AckTo::Reply(tx)
+                    ack: AckTo::Reply(tx),
                 })
                 .is_ok()
         );
@@ -425,7 +433,8 @@ mod tests {
             writer
                 .try_send(WriteOp::Message {
                     msg: message("r", 8, "u", Some("d")),
-                    ack: AckTo::Reply(tx)
+                    ack: AckTo::Reply(tx),
+                    audit: None,
                 })
                 .is_ok()
         );
