@@ -187,3 +187,48 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         "every operation tested:\n{report}"
     );
 }
+
+#[tokio::test]
+async fn every_documented_route_refuses_a_missing_token_with_401() {
+    let s = Server::start(&[]).await;
+    let doc = s.get_json("/api/chats/openapi.json", None).await;
+    let public = ["/healthz", "/readyz", "/metrics"];
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        if public.contains(&path.as_str()) {
+            continue;
+        }
+        // Fill path parameters with plausible values.
+        let concrete = path
+            .replace("{conversation_id}", "conv_1")
+            .replace("{message_id}", "1")
+            .replace("{reaction}", "like")
+            .replace("{is_typing}", "true")
+            .replace("{user_id}", "ann")
+            .replace("{room_id}", "general");
+        for method in ops.as_object().expect("operations").keys() {
+            let m = method.to_ascii_uppercase();
+            let r = s
+                .call(&m, &concrete, None, Some(serde_json::json!({})))
+                .await;
+            assert_eq!(r.status, 401, "{m} {concrete} without a token: {r:?}");
+            assert_eq!(r.code(), "unauthorized", "{m} {concrete}");
+            assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 23, "operations needing a token");
+    // Requests are counted by route template, never by raw path.
+    let n = s
+        .metric(
+            "roomcast_http_requests_total",
+            "route=\"/messages/{message_id}/read\"",
+        )
+        .await;
+    assert!(n >= 1.0, "per-route HTTP metrics");
+    assert!(
+        s.metric("roomcast_api_errors_total", "code=\"unauthorized\"")
+            .await
+            >= 23.0
+    );
+}
