@@ -430,7 +430,7 @@ pub trait ChatStore: HistoryStore {
     ) -> Result<Option<String>, StoreError>;
 
     /// Messages in `room_id` after `after` not sent by `user_id` and not deleted,
-    /// counting at most `cap`.
+    /// counting at most `cap` (and looking at no more than `10 * cap` messages).
     async fn count_unread(
         &self,
         room_id: &str,

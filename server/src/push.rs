@@ -25,6 +25,8 @@ use crate::config::PushConfig;
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 16;
+/// Jobs taken from the queue per writer barrier.
+const BATCH: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why one attempt failed.
@@ -152,8 +154,9 @@ async fn deliver(cfg: &PushConfig, job: PushJob, queued_at: Instant, token: &Can
     metrics::counter!(m::PUSH_JOBS, "outcome" => "failed").increment(1);
 }
 
-/// Runs until `token` is cancelled: takes jobs, waits for the history writer to make
-/// their messages durable, and delivers up to 16 at once.
+/// Runs until `token` is cancelled: takes the queued jobs, waits for the history writer
+/// to make their messages durable (one barrier per batch), and delivers up to 16 at
+/// once.
 pub(crate) fn spawn(
     rx: flume::Receiver<PushJob>,
     cfg: PushConfig,
@@ -164,24 +167,34 @@ pub(crate) fn spawn(
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     tokio::spawn(async move {
         loop {
-            let job = tokio::select! {
+            let first = tokio::select! {
                 _ = token.cancelled() => break,
                 job = rx.recv_async() => match job {
                     Ok(job) => job,
                     Err(_) => break,
                 },
             };
+            // Take what else is queued, so one writer barrier covers the whole batch.
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
             let queued_at = Instant::now();
             // Notify only about durable messages.
             engine.flush().await;
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let (cfg, token) = (cfg.clone(), token.clone());
-            tokio::spawn(async move {
-                deliver(&cfg, job, queued_at, &token).await;
-                drop(permit);
-            });
+            for job in batch {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (cfg, token) = (cfg.clone(), token.clone());
+                tokio::spawn(async move {
+                    deliver(&cfg, job, queued_at, &token).await;
+                    drop(permit);
+                });
+            }
         }
     })
 }

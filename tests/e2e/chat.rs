@@ -718,3 +718,33 @@ async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
         (400, json!("limit"))
     );
 }
+
+#[tokio::test]
+async fn rest_and_socket_sends_share_one_rate_limit() {
+    let s = Server::start(&[("RATE_LIMIT_MAX_MESSAGES", "2")]).await;
+    let conv = create(&s, "ann", &["bob"]).await;
+    let mut ann = socket(&s, "ann").await;
+    ann.send_json(json!({"type": "join_room", "roomId": conv}))
+        .await;
+    ann.next_of("room_joined").await;
+    ann.publish(&conv, "over the socket", "s-1").await;
+    ann.next_of("ack").await;
+    send(&s, "ann", &conv, "over REST").await;
+    let r = s
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "one too many"})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (429, "rate_limited".into()), "{r:?}");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        r.json()["error"]["details"]["retryAfterMs"]
+            .as_u64()
+            .is_some()
+    );
+    // Bob's allowance is his own.
+    send(&s, "bob", &conv, "hi").await;
+}

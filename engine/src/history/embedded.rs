@@ -647,9 +647,11 @@ impl ChatStore for EmbeddedStore {
             let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
             let lo = after.map_or(0, |a| a.saturating_add(1));
             let mut n = 0;
+            // Bounded work even when the reader's own messages dominate the range.
             for item in table
                 .range((room.as_str(), lo)..=(room.as_str(), u64::MAX))
                 .map_err(StoreError::backend)?
+                .take(cap.saturating_mul(10))
             {
                 let (_, v) = item.map_err(StoreError::backend)?;
                 let m: ChatMessage = decode(v.value())?;

@@ -350,6 +350,9 @@ pub(crate) async fn read_page(
     Ok((page, has_more))
 }
 
+/// Pages of 200 the unread walk reads at most.
+const UNREAD_SCAN_PAGES: usize = 50;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnreadPage {
@@ -379,11 +382,18 @@ pub(crate) async fn unread(
         .count_unread(&id, state.last_read_id, me, UNREAD_COUNT_CAP)
         .await
         .map_err(store_err)?;
-    // Walk forward from the marker, skipping the caller's own and deleted messages.
+    // Walk forward from the marker, skipping the caller's own and deleted messages;
+    // at most UNREAD_SCAN_PAGES pages, so the work is bounded.
     let mut messages = Vec::new();
     let mut cursor = state.last_read_id;
     let mut has_more = false;
+    let mut pages = 0;
     'walk: loop {
+        pages += 1;
+        if pages > UNREAD_SCAN_PAGES {
+            has_more = true;
+            break;
+        }
         let (page, more) = read_page(
             &app,
             &id,
