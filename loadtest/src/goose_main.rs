@@ -17,6 +17,10 @@
 //!   the room's fan-out). Messages of other members are read and skipped.
 //! - `HistoryReader` (weight 2): `GET /api/rooms/{room}/messages` (a page of history)
 //!   and `GET /healthz`.
+//! - `ConversationPair` (weight 2): the chat REST API. On start, creates (or finds) a
+//!   direct conversation between `goose-ann-N` and `goose-bob-N` (`POST /conversations`);
+//!   then sends as ann (`POST /messages`, 201 once durable), reads bob's unread
+//!   (`GET .../messages/unread`) and marks the newest read (`PUT /messages/{id}/read`).
 //!
 //! Every goose option applies (`--help`); a breached `--threshold` makes a non-zero exit.
 //! Pass `--no-reset-metrics`: goose otherwise resets its metrics once every user has
@@ -172,6 +176,125 @@ async fn history(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// A `ConversationPair` user's conversation and the newest message it sent.
+#[derive(Clone)]
+struct Pair {
+    conversation: String,
+    last: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+fn pair_tokens(user: &GooseUser) -> (String, String) {
+    let n = user.weighted_users_index;
+    (
+        client::token(&secret(), &format!("goose-ann-{n}")),
+        client::token(&secret(), &format!("goose-bob-{n}")),
+    )
+}
+
+/// Sends `method path` with a bearer token and an optional JSON body; returns the body
+/// on success (a goose error, recorded in the report, otherwise).
+async fn rest(
+    user: &mut GooseUser,
+    method: GooseMethod,
+    path: &str,
+    name: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Box<TransactionError>> {
+    let mut builder = user
+        .get_request_builder(&method, path)?
+        .header("Authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        builder = builder.json(&b);
+    }
+    let request = GooseRequest::builder()
+        .set_request_builder(builder)
+        .name(name)
+        .build();
+    let mut goose = user.request(request).await?;
+    let response = match goose.response {
+        Ok(r) => r,
+        Err(e) => return Err(custom(format!("{name}: {e}"))),
+    };
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let msg = format!("{name}: {status} {text}");
+        return user
+            .set_failure(&msg, &mut goose.request, None, Some(&msg))
+            .map(|_| serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| custom(format!("{name}: {e}")))
+}
+
+async fn pair_start(user: &mut GooseUser) -> TransactionResult {
+    let (ann, _) = pair_tokens(user);
+    let bob = format!("goose-bob-{}", user.weighted_users_index);
+    let created = rest(
+        user,
+        GooseMethod::Post,
+        "/conversations",
+        "REST create conversation",
+        &ann,
+        Some(serde_json::json!({"participantIds": [bob]})),
+    )
+    .await?;
+    let conversation = created["id"]
+        .as_str()
+        .ok_or_else(|| custom("no conversation id".into()))?
+        .to_owned();
+    user.set_session_data(Pair {
+        conversation,
+        last: Arc::new(std::sync::Mutex::new(None)),
+    });
+    Ok(())
+}
+
+fn pair(user: &GooseUser) -> Result<Pair, Box<TransactionError>> {
+    user.get_session_data::<Pair>()
+        .cloned()
+        .ok_or_else(|| custom("conversation not created".into()))
+}
+
+async fn rest_send(user: &mut GooseUser) -> TransactionResult {
+    let p = pair(user)?;
+    let (ann, _) = pair_tokens(user);
+    let body = serde_json::json!({"conversationId": p.conversation, "message": "x".repeat(128)});
+    let sent = rest(
+        user,
+        GooseMethod::Post,
+        "/messages",
+        "REST send",
+        &ann,
+        Some(body),
+    )
+    .await?;
+    if let Some(id) = sent["message"]["messageId"].as_str()
+        && let Ok(mut last) = p.last.lock()
+    {
+        *last = Some(id.to_owned());
+    }
+    Ok(())
+}
+
+async fn rest_unread(user: &mut GooseUser) -> TransactionResult {
+    let p = pair(user)?;
+    let (_, bob) = pair_tokens(user);
+    let path = format!("/conversations/{}/messages/unread", p.conversation);
+    rest(user, GooseMethod::Get, &path, "REST unread", &bob, None).await?;
+    Ok(())
+}
+
+async fn rest_mark_read(user: &mut GooseUser) -> TransactionResult {
+    let p = pair(user)?;
+    let last = p.last.lock().ok().and_then(|l| l.clone());
+    let Some(id) = last else { return Ok(()) };
+    let (_, bob) = pair_tokens(user);
+    let path = format!("/messages/{id}/read");
+    rest(user, GooseMethod::Put, &path, "REST mark read", &bob, None).await?;
+    Ok(())
+}
+
 async fn health(user: &mut GooseUser) -> TransactionResult {
     user.get("/healthz").await?;
     Ok(())
@@ -197,6 +320,15 @@ async fn main() -> Result<(), GooseError> {
                 .set_wait_time(Duration::from_millis(200), Duration::from_millis(800))?
                 .register_transaction(transaction!(history).set_weight(4)?)
                 .register_transaction(transaction!(health)),
+        )
+        .register_scenario(
+            scenario!("ConversationPair")
+                .set_weight(2)?
+                .set_wait_time(Duration::from_millis(200), Duration::from_millis(800))?
+                .register_transaction(transaction!(pair_start).set_on_start())
+                .register_transaction(transaction!(rest_send).set_weight(3)?)
+                .register_transaction(transaction!(rest_unread))
+                .register_transaction(transaction!(rest_mark_read)),
         )
         .execute()
         .await?;

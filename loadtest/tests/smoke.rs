@@ -222,6 +222,10 @@ fn the_goose_suite_reports_websocket_and_rest_timings_and_enforces_thresholds() 
         "| WS | delivery |",
         "| GET | history page |",
         "| GET | /healthz |",
+        "| POST | REST create conversation |",
+        "| POST | REST send |",
+        "| GET | REST unread |",
+        "| PUT | REST mark read |",
     ] {
         assert!(report.contains(name), "report lacks {name}:\n{report}");
     }
