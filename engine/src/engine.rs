@@ -408,6 +408,20 @@ impl Engine {
             .map_err(|_| ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down"))?
     }
 
+    /// Sends a frame to every open session of `user_id` on this node (call signalling,
+    /// key directory notices); returns how many sessions got it.
+    pub fn notify_user(&self, user_id: &str, kind: &'static str, frame: &bytes::Bytes) -> usize {
+        metrics::counter!(m::CHAT_EVENTS, "type" => kind).increment(1);
+        let now = std::time::Instant::now();
+        let sessions = self.inner.presence.sessions_of(user_id);
+        for (_, outbox) in &sessions {
+            if outbox.push(frame.clone(), now) == crate::outbox::Push::Overflow {
+                metrics::counter!(m::SLOW_CONSUMERS).increment(1);
+            }
+        }
+        sessions.len()
+    }
+
     /// Sends a chat event frame to a conversation's participants (every open session)
     /// and to the room's joined members, in order with its messages, except to
     /// `except_user`'s sessions.

@@ -53,6 +53,20 @@ pub enum ErrorCode {
     /// The caller may see the resource but not do this to it (e.g. delete another
     /// member's message).
     Forbidden,
+    /// The caller or the callee is already in a call.
+    Busy,
+    /// No such call, or the caller is not one of its parties.
+    CallNotFound,
+    /// The call is not in a state that allows this (accept after end, double accept).
+    CallStateConflict,
+    /// The video provider is not configured on this server.
+    VideoUnavailable,
+    /// No such key for that user (or no conversation shared with them).
+    KeyNotFound,
+    /// The user has no one-time pre-key left: fall back to the signed pre-key.
+    NoPreKeysLeft,
+    /// The upload would take the user over the stored one-time pre-key cap.
+    TooManyPreKeys,
     /// Any unexpected internal failure. Details are logged, never sent.
     Internal,
 }
@@ -81,6 +95,13 @@ impl ErrorCode {
             Self::ConversationClosed => "conversation_closed",
             Self::ConversationSnoozed => "conversation_snoozed",
             Self::Forbidden => "forbidden",
+            Self::Busy => "busy",
+            Self::CallNotFound => "call_not_found",
+            Self::CallStateConflict => "call_state_conflict",
+            Self::VideoUnavailable => "video_unavailable",
+            Self::KeyNotFound => "key_not_found",
+            Self::NoPreKeysLeft => "no_prekeys_left",
+            Self::TooManyPreKeys => "too_many_prekeys",
             Self::Internal => "internal",
         }
     }

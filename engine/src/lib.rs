@@ -5,6 +5,7 @@
 //! Start with [`Engine::start`], open a [`Session`] per authenticated connection with
 //! [`Engine::connect`], feed it text frames, and drain its [`Outbox`] to the socket.
 
+pub mod calls;
 pub mod chat;
 pub mod clock;
 pub mod disconnect;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod history;
 pub mod ids;
+pub mod keys;
 pub mod metrics;
 pub mod moderation;
 pub mod outbox;

@@ -33,6 +33,11 @@ pub const API_ERRORS: &str = "roomcast_api_errors_total";
 pub const CHAT_EVENTS: &str = "roomcast_chat_events_total";
 pub const PUSH_JOBS: &str = "roomcast_push_jobs_total";
 pub const PUSH_SECONDS: &str = "roomcast_push_delivery_seconds";
+pub const CALLS_STARTED: &str = "roomcast_calls_started_total";
+pub const CALLS_FINISHED: &str = "roomcast_calls_finished_total";
+pub const VIDEO_TOKENS: &str = "roomcast_video_tokens_total";
+pub const PREKEYS_TAKEN: &str = "roomcast_prekeys_taken_total";
+pub const KEYS_UPLOADED: &str = "roomcast_keys_uploaded_total";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -135,6 +140,17 @@ pub fn describe() {
         PUSH_JOBS,
         "Push notification jobs, by outcome (queued, dropped when the queue is full, delivered, retried, failed after the last attempt)."
     );
+    describe_counter!(CALLS_STARTED, "Calls that started ringing, by type.");
+    describe_counter!(
+        CALLS_FINISHED,
+        "Calls that finished, by outcome (completed, declined, cancelled, missed)."
+    );
+    describe_counter!(VIDEO_TOKENS, "Video provider access tokens issued.");
+    describe_counter!(
+        PREKEYS_TAKEN,
+        "One-time pre-key requests, by outcome (handed out, or none left)."
+    );
+    describe_counter!(KEYS_UPLOADED, "Key uploads, by kind.");
     describe_histogram!(
         PUSH_SECONDS,
         Unit::Seconds,

@@ -49,7 +49,34 @@ pub struct Config {
     pub cors_origins: Option<Vec<String>>,
     /// Push notification webhook; `None` turns push off.
     pub push: Option<PushConfig>,
+    /// A ringing call nobody answers becomes `missed` after this.
+    pub call_ring_timeout: Duration,
+    /// The video provider (LiveKit-style); `None` makes video tokens 503.
+    pub video: Option<VideoConfig>,
+    /// A user whose one-time pre-keys fall below this many gets `prekeys_low`.
+    pub prekey_low_threshold: usize,
     pub engine: EngineConfig,
+}
+
+/// The video provider: tokens are LiveKit access tokens (HS256 JWTs signed with the
+/// API secret, `iss` = API key).
+#[derive(Clone)]
+pub struct VideoConfig {
+    /// The provider's URL clients connect to (returned with each token).
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+    pub token_ttl: Duration,
+}
+
+impl std::fmt::Debug for VideoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoConfig")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
+            .field("token_ttl", &self.token_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where and how push notification jobs are posted.
@@ -234,6 +261,37 @@ impl Config {
         if push.is_some() {
             engine.push_queue = positive(env, "ROOMCAST_PUSH_QUEUE", 10_000usize)?;
         }
+        let video = match (
+            get(env, "ROOMCAST_VIDEO_URL"),
+            get(env, "ROOMCAST_VIDEO_API_KEY"),
+            get(env, "ROOMCAST_VIDEO_API_SECRET"),
+        ) {
+            (None, None, None) => None,
+            (Some(url), Some(api_key), Some(api_secret)) => {
+                if api_secret.len() < 16 {
+                    return Err(ConfigError {
+                        var: "ROOMCAST_VIDEO_API_SECRET",
+                        problem: "must be at least 16 bytes".into(),
+                    });
+                }
+                Some(VideoConfig {
+                    url,
+                    api_key,
+                    api_secret,
+                    token_ttl: Duration::from_secs(positive(
+                        env,
+                        "ROOMCAST_VIDEO_TOKEN_TTL_SECS",
+                        600u64,
+                    )?),
+                })
+            }
+            _ => {
+                return Err(ConfigError {
+                    var: "ROOMCAST_VIDEO_URL",
+                    problem: "set ROOMCAST_VIDEO_URL, ROOMCAST_VIDEO_API_KEY and ROOMCAST_VIDEO_API_SECRET together (or none)".into(),
+                });
+            }
+        };
         let cors_origins = match get(env, "ROOMCAST_CORS_ORIGINS").as_deref() {
             None | Some("*") => None,
             Some(list) => Some(
@@ -267,6 +325,13 @@ impl Config {
             production,
             cors_origins,
             push,
+            call_ring_timeout: Duration::from_millis(positive(
+                env,
+                "ROOMCAST_CALL_RING_TIMEOUT_MS",
+                45_000u64,
+            )?),
+            video,
+            prekey_low_threshold: parse(env, "ROOMCAST_PREKEY_LOW_THRESHOLD", 10usize)?,
             jwt_secret,
             jwt_issuer: get(env, "ROOMCAST_JWT_ISSUER"),
             jwt_audience: get(env, "ROOMCAST_JWT_AUDIENCE"),

@@ -60,7 +60,15 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::ConversationNotFound
         | ErrorCode::MessageNotFound
         | ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::ConversationClosed | ErrorCode::ConversationSnoozed => StatusCode::CONFLICT,
+        ErrorCode::ConversationClosed
+        | ErrorCode::ConversationSnoozed
+        | ErrorCode::Busy
+        | ErrorCode::CallStateConflict
+        | ErrorCode::TooManyPreKeys => StatusCode::CONFLICT,
+        ErrorCode::CallNotFound | ErrorCode::KeyNotFound | ErrorCode::NoPreKeysLeft => {
+            StatusCode::NOT_FOUND
+        }
+        ErrorCode::VideoUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::TooManyRooms | ErrorCode::TooManyConnections | ErrorCode::RateLimited => {
             StatusCode::TOO_MANY_REQUESTS

@@ -25,7 +25,9 @@ use axum::Router;
 use axum::http::{HeaderMap, header};
 use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_engine::calls::CallStore;
 use roomcast_engine::chat::ChatStore;
+use roomcast_engine::keys::KeyStore;
 use roomcast_engine::{Disconnect, EmbeddedStore, Engine};
 use tokio::net::TcpListener;
 
@@ -38,6 +40,10 @@ use crate::shutdown::Shutdown;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    /// Call signalling state (calls survive restarts; ring timeouts resume).
+    pub calls: Arc<dyn CallStore>,
+    /// The Signal key directory.
+    pub keys: Arc<dyn KeyStore>,
     pub config: Arc<Config>,
     verifier: Arc<Verifier>,
     pub shutdown: Shutdown,
@@ -85,7 +91,7 @@ pub fn resolve_secret(config: &Config) -> Result<(String, bool), String> {
 }
 
 fn router(state: AppState) -> Router {
-    use api::{admin, conversations as conv, messages as msg};
+    use api::{admin, calls, conversations as conv, keys, messages as msg};
     let mut router = Router::new()
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
@@ -128,6 +134,23 @@ fn router(state: AppState) -> Router {
         .route("/api/chats/docs", get(openapi::docs_root))
         .route("/api/chats/docs/", get(openapi::docs_index))
         .route("/api/chats/docs/{*file}", get(openapi::docs_file))
+        .route("/calls", post(calls::start))
+        .route("/calls/accept", put(calls::accept))
+        .route("/calls/end", put(calls::end))
+        .route("/calls/active", get(calls::active))
+        .route("/video/{interaction_id}/token", get(calls::video_token))
+        .route("/keys/identityKey", put(keys::put_identity_key))
+        .route("/keys/signedPreKey", put(keys::put_signed_pre_key))
+        .route("/keys/preKeys", put(keys::put_pre_keys))
+        .route(
+            "/keys/users/{partner_user_id}/identityKey",
+            get(keys::identity_key),
+        )
+        .route(
+            "/keys/users/{partner_user_id}/signedPreKey",
+            get(keys::signed_pre_key),
+        )
+        .route("/keys/users/{partner_user_id}/preKey", get(keys::pre_key))
         .route("/private/messages", post(admin::send))
         .route(
             "/private/users/{user_id}/conversations",
@@ -176,10 +199,13 @@ pub async fn run(
             "JWT_SECRET is not set: using a development secret kept in the data directory. Mint a token with `roomcast token --user alice`. Set JWT_SECRET (and NODE_ENV=production) in production."
         );
     }
-    let store: Arc<dyn ChatStore> = Arc::new(
+    let embedded = Arc::new(
         EmbeddedStore::open(&config.data_dir.join("history"))
             .map_err(|e| format!("cannot open history in {}: {e}", config.data_dir.display()))?,
     );
+    let store: Arc<dyn ChatStore> = embedded.clone();
+    let calls: Arc<dyn CallStore> = embedded.clone();
+    let keys: Arc<dyn KeyStore> = embedded;
     let (engine, mut tasks) = Engine::start(config.engine.clone(), store)?;
     let verifier = Arc::new(Verifier::new(
         secret.as_bytes(),
@@ -197,6 +223,8 @@ pub async fn run(
     let config = Arc::new(config);
     let state = AppState {
         engine: engine.clone(),
+        calls,
+        keys,
         config: config.clone(),
         verifier,
         shutdown: shutdown.clone(),
@@ -230,6 +258,7 @@ pub async fn run(
     tracing::info!(%addr, shards = config.engine.shards, data_dir = %config.data_dir.display(), "roomcast listening");
     let http = tokio_util::task::TaskTracker::new();
     on_ready(addr);
+    api::calls::resume(&state).await;
     let server = tokio::spawn(accept::serve(
         listener,
         router(state),

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
-use crate::api::{PathParam, admin, conversations, messages};
+use crate::api::{PathParam, admin, calls, conversations, keys, messages};
 use crate::error::ApiError;
 use crate::{http, ws};
 
@@ -60,6 +60,17 @@ impl Modify for BearerAuth {
         messages::delete_reaction,
         messages::delete_named_reaction,
         messages::typing,
+        calls::start,
+        calls::accept,
+        calls::end,
+        calls::active,
+        calls::video_token,
+        keys::put_identity_key,
+        keys::put_signed_pre_key,
+        keys::put_pre_keys,
+        keys::identity_key,
+        keys::signed_pre_key,
+        keys::pre_key,
         admin::send,
         admin::user_conversations,
         admin::close,
@@ -76,6 +87,8 @@ impl Modify for BearerAuth {
     tags(
         (name = "conversations", description = "Private conversations (members only)"),
         (name = "messages", description = "Messages, receipts, reactions, typing"),
+        (name = "calls", description = "Audio and video call signalling, provider tokens"),
+        (name = "keys", description = "Signal-protocol key directory"),
         (name = "admin", description = "Administrative routes (admin role required)"),
         (name = "rooms", description = "Public rooms"),
         (name = "websocket", description = "The real-time endpoint"),

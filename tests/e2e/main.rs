@@ -8,6 +8,7 @@ mod support;
 
 mod auth;
 mod autobahn;
+mod calls;
 mod chat;
 mod chat_admin;
 mod durability;

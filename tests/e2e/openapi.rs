@@ -64,6 +64,17 @@ async fn the_document_is_openapi_3_1_with_every_route() {
         "/private/conversations/{conversation_id}/snooze",
         "/api/rooms/{room_id}/messages",
         "/api/admin/audit",
+        "/calls",
+        "/calls/accept",
+        "/calls/end",
+        "/calls/active",
+        "/video/{interaction_id}/token",
+        "/keys/identityKey",
+        "/keys/signedPreKey",
+        "/keys/preKeys",
+        "/keys/users/{partner_user_id}/identityKey",
+        "/keys/users/{partner_user_id}/signedPreKey",
+        "/keys/users/{partner_user_id}/preKey",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -183,7 +194,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         "schemathesis found problems:\n{report}"
     );
     assert!(
-        report.contains("Tested: 26"),
+        report.contains("Tested: 37"),
         "every operation tested:\n{report}"
     );
 }
@@ -205,7 +216,9 @@ async fn every_documented_route_refuses_a_missing_token_with_401() {
             .replace("{reaction}", "like")
             .replace("{is_typing}", "true")
             .replace("{user_id}", "ann")
-            .replace("{room_id}", "general");
+            .replace("{room_id}", "general")
+            .replace("{interaction_id}", "call_1")
+            .replace("{partner_user_id}", "bob");
         for method in ops.as_object().expect("operations").keys() {
             let m = method.to_ascii_uppercase();
             let r = s
@@ -217,7 +230,7 @@ async fn every_documented_route_refuses_a_missing_token_with_401() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 23, "operations needing a token");
+    assert_eq!(checked, 34, "operations needing a token");
     // Requests are counted by route template, never by raw path.
     let n = s
         .metric(
@@ -229,6 +242,6 @@ async fn every_documented_route_refuses_a_missing_token_with_401() {
     assert!(
         s.metric("roomcast_api_errors_total", "code=\"unauthorized\"")
             .await
-            >= 23.0
+            >= 34.0
     );
 }

@@ -3,10 +3,14 @@
 //! it when `ROOMCAST_SCYLLA_NODES` is set).
 
 use super::{AppendOutcome, AuditEntry, HistoryStore, PageQuery, WriteBatch};
+use crate::calls::{
+    Call, CallState, CallStore, CallType, MediaOptions, StartError, Transition, TransitionError,
+};
 use crate::chat::{
     ChatStore, Closure, Conversation, ConversationKind, ConversationUpdate, MemberUpdate, Snooze,
 };
 use crate::ids::MessageId;
+use crate::keys::{IdentityKey, KeyStore, PreKey, PreKeysStored, SignedPreKey};
 use crate::protocol::ChatMessage;
 
 /// A message for tests.
@@ -532,4 +536,217 @@ async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     out.into_iter().flatten().collect()
+}
+
+/// A ringing call for tests.
+pub fn call(id: &str, caller: &str, callee: &str) -> Call {
+    Call {
+        id: id.to_owned(),
+        conversation_id: "conv_1".to_owned(),
+        caller_id: caller.to_owned(),
+        callee_id: callee.to_owned(),
+        call_type: CallType::Audio,
+        state: CallState::Ringing,
+        media: MediaOptions::default(),
+        created_at_ms: T0,
+        answered_at_ms: None,
+        ended_at_ms: None,
+        end_reason: None,
+        ended_by: None,
+    }
+}
+
+/// The [`CallStore`] checks.
+pub async fn run_calls<S: CallStore>(store: &S) {
+    let started = store
+        .start(call("call_1", "ann", "bob"))
+        .await
+        .expect("start");
+    assert!(started.is_ok());
+    // Busy: either party in a live call; concurrent starts for one user, one winner.
+    let busy = store
+        .start(call("call_2", "cat", "bob"))
+        .await
+        .expect("start");
+    assert_eq!(
+        busy,
+        Err(StartError::Busy {
+            user_id: "bob".into()
+        })
+    );
+    let racing = futures_join(
+        (0..6)
+            .map(|i| store.start(call(&format!("call_r{i}"), &format!("x{i}"), "dan")))
+            .collect(),
+    )
+    .await;
+    let winners = racing
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Ok(_))))
+        .count();
+    assert_eq!(winners, 1, "one of the concurrent calls to dan rings");
+    assert_eq!(
+        store.live_call_of("ann").await.expect("live").map(|c| c.id),
+        Some("call_1".into())
+    );
+    // Compare-and-set transitions: double accept, accept after end.
+    let accept = || Transition::Accept {
+        at_ms: T0 + 1_000,
+        recording_consent: false,
+    };
+    let ok = store.transition("call_1", accept()).await.expect("accept");
+    assert_eq!(ok.map(|c| c.state), Ok(CallState::Active));
+    let again = store.transition("call_1", accept()).await.expect("accept");
+    assert!(matches!(again, Err(TransitionError::Conflict(_))));
+    let end = Transition::End {
+        at_ms: T0 + 61_000,
+        by: "ann".into(),
+        reason: "hangup".into(),
+    };
+    let ended = store.transition("call_1", end.clone()).await.expect("end");
+    assert_eq!(ended.map(|c| c.duration_secs()), Ok(60));
+    assert!(matches!(
+        store
+            .transition("call_1", accept())
+            .await
+            .expect("late accept"),
+        Err(TransitionError::Conflict(_))
+    ));
+    assert_eq!(
+        store.transition("call_404", end).await.expect("missing"),
+        Err(TransitionError::NotFound)
+    );
+    // Ending frees both parties.
+    assert!(store.live_call_of("bob").await.expect("live").is_none());
+    assert!(
+        store
+            .start(call("call_3", "bob", "ann"))
+            .await
+            .expect("start")
+            .is_ok()
+    );
+    let ringing: Vec<String> = store
+        .ringing_calls()
+        .await
+        .expect("ringing")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(ringing.contains(&"call_3".to_owned()) && !ringing.contains(&"call_1".to_owned()));
+    let missed = store
+        .transition("call_3", Transition::Miss { at_ms: T0 + 45_000 })
+        .await
+        .expect("miss");
+    assert_eq!(missed.map(|c| c.state), Ok(CallState::Missed));
+    assert!(store.live_call_of("ann").await.expect("live").is_none());
+    assert_eq!(
+        store.call("call_3").await.expect("get").map(|c| c.state),
+        Some(CallState::Missed)
+    );
+}
+
+fn pre_key(id: u32) -> PreKey {
+    PreKey {
+        key_id: id,
+        public_key: format!("key-{id}"),
+    }
+}
+
+/// The [`KeyStore`] checks, including the exactly-once hand-out of one-time pre-keys.
+pub async fn run_keys<S: KeyStore>(store: &S) {
+    assert!(store.identity_key("ann").await.expect("get").is_none());
+    for id in [1, 2] {
+        store
+            .put_identity_key(
+                "ann",
+                IdentityKey {
+                    key_id: id,
+                    identity_key: format!("ik-{id}"),
+                },
+            )
+            .await
+            .expect("put");
+    }
+    assert_eq!(
+        store
+            .identity_key("ann")
+            .await
+            .expect("get")
+            .map(|k| k.key_id),
+        Some(2),
+        "a new identity key replaces the old"
+    );
+    store
+        .put_signed_pre_key(
+            "ann",
+            SignedPreKey {
+                key_id: 7,
+                public_key: "spk".into(),
+                signature: "sig".into(),
+            },
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .signed_pre_key("ann")
+            .await
+            .expect("get")
+            .map(|k| k.key_id),
+        Some(7)
+    );
+
+    // 20 keys, 50 concurrent takers: exactly 20 distinct keys handed out.
+    let out = store
+        .put_pre_keys("ann", (1..=20).map(pre_key).collect())
+        .await
+        .expect("put");
+    assert_eq!(out, PreKeysStored::Stored { total: 20 });
+    let taken = futures_join((0..50).map(|_| store.take_pre_key("ann")).collect()).await;
+    let keys: Vec<u32> = taken
+        .iter()
+        .filter_map(|t| t.as_ref().expect("take").key.as_ref().map(|k| k.key_id))
+        .collect();
+    let distinct: std::collections::HashSet<u32> = keys.iter().copied().collect();
+    assert_eq!((keys.len(), distinct.len()), (20, 20));
+    assert_eq!(store.pre_key_count("ann").await.expect("count"), 0);
+    let last = store.take_pre_key("ann").await.expect("take");
+    assert_eq!((last.key, last.remaining), (None, 0));
+
+    // Caps: a batch that would pass the total is refused whole.
+    let big: Vec<PreKey> = (0..crate::keys::MAX_PRE_KEYS_TOTAL as u32)
+        .map(pre_key)
+        .collect();
+    assert_eq!(
+        store.put_pre_keys("bob", big).await.expect("put"),
+        PreKeysStored::Stored {
+            total: crate::keys::MAX_PRE_KEYS_TOTAL
+        }
+    );
+    assert_eq!(
+        store
+            .put_pre_keys("bob", vec![pre_key(5_000)])
+            .await
+            .expect("put"),
+        PreKeysStored::OverCap {
+            current: crate::keys::MAX_PRE_KEYS_TOTAL
+        }
+    );
+    // Re-uploading an existing key id replaces it without counting twice.
+    assert_eq!(
+        store
+            .put_pre_keys("bob", vec![pre_key(3)])
+            .await
+            .expect("put"),
+        PreKeysStored::Stored {
+            total: crate::keys::MAX_PRE_KEYS_TOTAL
+        }
+    );
+    let t = store.take_pre_key("bob").await.expect("take");
+    assert_eq!(t.remaining, crate::keys::MAX_PRE_KEYS_TOTAL - 1);
+    assert_eq!(
+        store.pre_key_count("ann").await.expect("count"),
+        0,
+        "per user"
+    );
 }

@@ -45,7 +45,7 @@ const REACTIONS: TableDefinition<(&str, u64, &str), &str> = TableDefinition::new
 /// redb-backed [`HistoryStore`].
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -54,11 +54,11 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -77,11 +77,22 @@ impl EmbeddedStore {
         txn.open_table(DIRECT).map_err(StoreError::backend)?;
         txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
         txn.open_table(REACTIONS).map_err(StoreError::backend)?;
+        {
+            use super::embedded_calls_keys as ck;
+            txn.open_table(ck::CALLS).map_err(StoreError::backend)?;
+            txn.open_table(ck::LIVE_CALLS)
+                .map_err(StoreError::backend)?;
+            txn.open_table(ck::IDENTITY_KEYS)
+                .map_err(StoreError::backend)?;
+            txn.open_table(ck::SIGNED_PRE_KEYS)
+                .map_err(StoreError::backend)?;
+            txn.open_table(ck::PRE_KEYS).map_err(StoreError::backend)?;
+        }
         txn.commit().map_err(StoreError::backend)?;
         Ok(Self { db: Arc::new(db) })
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -328,7 +339,7 @@ fn pair_key(conv: &Conversation) -> Option<(&str, &str)> {
     }
 }
 
-fn write_txn(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+pub(super) fn write_txn(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
     let mut txn = db.begin_write().map_err(StoreError::backend)?;
     txn.set_durability(Durability::Immediate)
         .map_err(StoreError::backend)?;
@@ -678,6 +689,8 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).expect("open");
         super::super::conformance::run(&store).await;
         super::super::conformance::run_chat(&store).await;
+        super::super::conformance::run_calls(&store).await;
+        super::super::conformance::run_keys(&store).await;
     }
 
     #[tokio::test]

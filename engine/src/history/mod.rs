@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod embedded;
+mod embedded_calls_keys;
 pub mod writer;
 
 use async_trait::async_trait;

@@ -6,7 +6,9 @@
 //! [`roomcast_engine::Engine::send`], the same checks and shard as a socket's message.
 
 pub(crate) mod admin;
+pub(crate) mod calls;
 pub(crate) mod conversations;
+pub(crate) mod keys;
 pub(crate) mod messages;
 
 use std::collections::BTreeMap;
