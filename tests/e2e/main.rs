@@ -14,6 +14,7 @@ mod chat_admin;
 mod durability;
 mod fanout;
 mod input;
+mod keys;
 mod openapi;
 mod ops;
 mod rooms;

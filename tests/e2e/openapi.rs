@@ -153,7 +153,14 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     }
     let st = find_tool("SCHEMATHESIS", "schemathesis", "schemathesis")
         .expect("schemathesis not installed: scripts/test.sh installs it into target/tools-venv");
-    let s = Server::start(&[]).await;
+    // A fully configured server: unconfigured video answers 503 by design, which the
+    // server-error check would flag.
+    let s = Server::start(&[
+        ("ROOMCAST_VIDEO_URL", "wss://video.example"),
+        ("ROOMCAST_VIDEO_API_KEY", "APIkey"),
+        ("ROOMCAST_VIDEO_API_SECRET", "video-secret-0123456789"),
+    ])
+    .await;
     // A conversation and a message so that some generated ids hit real data.
     s.call(
         "POST",
