@@ -7,31 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, Server};
+use crate::support::Server;
 
 const VIDEO_SECRET: &str = "video-secret-0123456789abcdef";
-
-async fn socket(s: &Server, user: &str) -> Client {
-    let mut c = s
-        .ws(&format!("/ws?token={}&roomId=lobby-{user}", s.token(user)))
-        .await
-        .expect("upgrade");
-    c.next_of("room_joined").await;
-    c
-}
-
-async fn conversation(s: &Server, me: &str, other: &str) -> String {
-    let r = s
-        .call(
-            "POST",
-            "/conversations",
-            Some(me),
-            Some(json!({"participantIds": [other]})),
-        )
-        .await;
-    assert!(r.status == 201 || r.status == 200, "{r:?}");
-    r.json()["id"].as_str().expect("id").to_owned()
-}
 
 async fn ring(s: &Server, caller: &str, callee: &str, body: Value) -> Value {
     let mut body = body;
@@ -72,11 +50,11 @@ async fn the_call_state_machine_through_the_api() {
         ("ROOMCAST_VIDEO_API_SECRET", VIDEO_SECRET),
     ])
     .await;
-    let conv = conversation(&s, "ann", "bob").await;
-    conversation(&s, "cat", "dan").await;
-    let mut ann = socket(&s, "ann").await;
-    let mut bob = socket(&s, "bob").await;
-    let mut bob2 = socket(&s, "bob").await;
+    let conv = s.conversation("ann", &["bob"]).await;
+    s.conversation("cat", &["dan"]).await;
+    let mut ann = s.socket("ann").await;
+    let mut bob = s.socket("bob").await;
+    let mut bob2 = s.socket("bob").await;
 
     // Who may call whom.
     let r = s
@@ -152,7 +130,7 @@ async fn the_call_state_machine_through_the_api() {
         .json();
     assert_eq!(active["id"], id.as_str());
     // Busy: a third call involving either party.
-    conversation(&s, "cat", "bob").await;
+    s.conversation("cat", &["bob"]).await;
     let r = s
         .call(
             "POST",
@@ -333,7 +311,7 @@ async fn the_call_state_machine_through_the_api() {
 #[tokio::test]
 async fn unanswered_calls_become_missed_also_across_a_restart() {
     let mut s = Server::start(&[("ROOMCAST_CALL_RING_TIMEOUT_MS", "3000")]).await;
-    let conv = conversation(&s, "ann", "bob").await;
+    let conv = s.conversation("ann", &["bob"]).await;
     let r = s
         .call("GET", "/video/call_1/token", Some("ann"), None)
         .await;
@@ -344,7 +322,7 @@ async fn unanswered_calls_become_missed_also_across_a_restart() {
     );
 
     // Timeout to missed while running.
-    let mut bob = socket(&s, "bob").await;
+    let mut bob = s.socket("bob").await;
     let call = ring(&s, "ann", "bob", json!({"callType": "video"})).await;
     let ev = bob.next_of("call_ended").await;
     assert_eq!(
@@ -369,7 +347,7 @@ async fn unanswered_calls_become_missed_also_across_a_restart() {
         (active.json()["id"].clone(), active.json()["state"].clone()),
         (call["id"].clone(), json!("ringing"))
     );
-    let mut ann = socket(&s, "ann").await;
+    let mut ann = s.socket("ann").await;
     let ev = ann.next_of("call_ended").await;
     assert_eq!(ev["call"]["state"], "missed");
     // It ended as missed once: one summary message.

@@ -3,21 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, Event, Server};
-
-/// Creates a conversation as `me` with `others`; returns its id.
-async fn create(s: &Server, me: &str, others: &[&str]) -> String {
-    let r = s
-        .call(
-            "POST",
-            "/conversations",
-            Some(me),
-            Some(json!({"participantIds": others})),
-        )
-        .await;
-    assert!(r.status == 201 || r.status == 200, "create: {r:?}");
-    r.json()["id"].as_str().expect("id").to_owned()
-}
+use crate::support::{Event, Server};
 
 async fn send(s: &Server, me: &str, conv: &str, text: &str) -> Value {
     let r = s
@@ -32,14 +18,24 @@ async fn send(s: &Server, me: &str, conv: &str, text: &str) -> Value {
     r.json()["message"].clone()
 }
 
-/// A socket for `user` that joins nothing: conversation events come to it anyway.
-async fn socket(s: &Server, user: &str) -> Client {
-    let mut c = s
-        .ws(&format!("/ws?token={}&roomId=lobby-{user}", s.token(user)))
+/// One history page as `user`: the message ids and `hasMore`.
+async fn page_ids(s: &Server, user: &str, conv: &str, query: &str) -> (Vec<String>, bool) {
+    let page = s
+        .call(
+            "GET",
+            &format!("/conversations/{conv}/messages/history?{query}"),
+            Some(user),
+            None,
+        )
         .await
-        .expect("upgrade");
-    c.next_of("room_joined").await;
-    c
+        .json();
+    let ids = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["messageId"].as_str().expect("id").to_owned())
+        .collect();
+    (ids, page["hasMore"] == true)
 }
 
 #[tokio::test]
@@ -87,7 +83,7 @@ async fn conversations_are_created_once_per_pair_listed_filtered_and_private() {
     assert_eq!(r.status, 400);
 
     // Bob's open socket hears about the new conversation.
-    let mut bob = socket(&s, "bob").await;
+    let mut bob = s.socket("bob").await;
     let r = s
         .call(
             "POST",
@@ -116,7 +112,7 @@ async fn conversations_are_created_once_per_pair_listed_filtered_and_private() {
         )
         .await;
     assert_eq!((r.status, r.json()["id"].clone()), (200, json!(id)));
-    let group = create(&s, "ann", &["bob", "cat"]).await;
+    let group = s.conversation("ann", &["bob", "cat"]).await;
     assert_ne!(group, id);
 
     // Non-members get 404 on every conversation route, with nothing leaked.
@@ -220,10 +216,10 @@ async fn conversations_are_created_once_per_pair_listed_filtered_and_private() {
 #[tokio::test]
 async fn messages_receipts_reactions_typing_and_deletion_emit_their_events() {
     let s = Server::start(&[("ROOMCAST_BLOCKED_WORDS", "darn")]).await;
-    let conv = create(&s, "ann", &["bob"]).await;
-    let mut ann = socket(&s, "ann").await;
-    let mut bob = socket(&s, "bob").await;
-    let mut bob2 = socket(&s, "bob").await;
+    let conv = s.conversation("ann", &["bob"]).await;
+    let mut ann = s.socket("ann").await;
+    let mut bob = s.socket("bob").await;
+    let mut bob2 = s.socket("bob").await;
 
     // Sent over REST, delivered in real time to every session of every participant
     // (none joined the conversation), moderated like a socket's message.
@@ -519,7 +515,7 @@ async fn messages_receipts_reactions_typing_and_deletion_emit_their_events() {
     bob.send_json(json!({"type": "join_room", "roomId": conv}))
         .await;
     bob.next_of("room_joined").await;
-    let mut cat = socket(&s, "cat").await;
+    let mut cat = s.socket("cat").await;
     cat.send_json(json!({"type": "join_room", "roomId": conv}))
         .await;
     let e = cat.next_of("error").await;
@@ -550,7 +546,7 @@ async fn messages_receipts_reactions_typing_and_deletion_emit_their_events() {
 #[tokio::test]
 async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
     let s = Server::start(&[]).await;
-    let conv = create(&s, "ann", &["bob"]).await;
+    let conv = s.conversation("ann", &["bob"]).await;
     for i in 0..120 {
         send(&s, "ann", &conv, &format!("before {i}")).await;
     }
@@ -591,27 +587,13 @@ async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
     let mut older: Vec<String> = Vec::new();
     let mut cursor = pivot.clone();
     loop {
-        let page = s
-            .call(
-                "GET",
-                &format!("/conversations/{conv}/messages/history?limit=7&before={cursor}"),
-                Some("bob"),
-                None,
-            )
-            .await
-            .json();
-        let ids: Vec<String> = page["messages"]
-            .as_array()
-            .expect("messages")
-            .iter()
-            .map(|m| m["messageId"].as_str().expect("id").to_owned())
-            .collect();
+        let (ids, more) = page_ids(&s, "bob", &conv, &format!("limit=7&before={cursor}")).await;
         if ids.is_empty() {
             break;
         }
         cursor = ids[0].clone();
         older.splice(0..0, ids);
-        if page["hasMore"] != true {
+        if !more {
             break;
         }
     }
@@ -619,26 +601,12 @@ async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
     let mut cursor = pivot.clone();
     let mut writer = Some(writer);
     loop {
-        let page = s
-            .call(
-                "GET",
-                &format!("/conversations/{conv}/messages/history?limit=9&after={cursor}"),
-                Some("bob"),
-                None,
-            )
-            .await
-            .json();
-        let ids: Vec<String> = page["messages"]
-            .as_array()
-            .expect("messages")
-            .iter()
-            .map(|m| m["messageId"].as_str().expect("id").to_owned())
-            .collect();
+        let (ids, more) = page_ids(&s, "bob", &conv, &format!("limit=9&after={cursor}")).await;
         if let Some(last) = ids.last() {
             cursor = last.clone();
         }
         newer.extend(ids);
-        if page["hasMore"] != true {
+        if !more {
             // Caught up: once the writer is done, one more pass picks up the rest.
             match writer.take() {
                 Some(w) => w.await.expect("writer"),
@@ -659,26 +627,12 @@ async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
     let mut stored = Vec::new();
     let mut after = "0".to_owned();
     loop {
-        let page = s
-            .call(
-                "GET",
-                &format!("/conversations/{conv}/messages/history?limit=200&after={after}"),
-                Some("ann"),
-                None,
-            )
-            .await
-            .json();
-        let ids: Vec<String> = page["messages"]
-            .as_array()
-            .expect("m")
-            .iter()
-            .map(|m| m["messageId"].as_str().expect("id").to_owned())
-            .collect();
+        let (ids, more) = page_ids(&s, "ann", &conv, &format!("limit=200&after={after}")).await;
         if let Some(l) = ids.last() {
             after = l.clone();
         }
         stored.extend(ids);
-        if page["hasMore"] != true {
+        if !more {
             break;
         }
     }
@@ -722,8 +676,8 @@ async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
 #[tokio::test]
 async fn rest_and_socket_sends_share_one_rate_limit() {
     let s = Server::start(&[("RATE_LIMIT_MAX_MESSAGES", "2")]).await;
-    let conv = create(&s, "ann", &["bob"]).await;
-    let mut ann = socket(&s, "ann").await;
+    let conv = s.conversation("ann", &["bob"]).await;
+    let mut ann = s.socket("ann").await;
     ann.send_json(json!({"type": "join_room", "roomId": conv}))
         .await;
     ann.next_of("room_joined").await;

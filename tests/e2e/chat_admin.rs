@@ -7,29 +7,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::{Client, Server};
-
-async fn create(s: &Server, me: &str, others: &[&str]) -> String {
-    let r = s
-        .call(
-            "POST",
-            "/conversations",
-            Some(me),
-            Some(json!({"participantIds": others})),
-        )
-        .await;
-    assert!(r.status == 201 || r.status == 200, "create: {r:?}");
-    r.json()["id"].as_str().expect("id").to_owned()
-}
-
-async fn socket(s: &Server, user: &str) -> Client {
-    let mut c = s
-        .ws(&format!("/ws?token={}&roomId=lobby-{user}", s.token(user)))
-        .await
-        .expect("upgrade");
-    c.next_of("room_joined").await;
-    c
-}
+use crate::support::Server;
 
 fn msg(conv: &str, text: &str) -> Option<Value> {
     Some(json!({"conversationId": conv, "message": text}))
@@ -38,9 +16,9 @@ fn msg(conv: &str, text: &str) -> Option<Value> {
 #[tokio::test]
 async fn admin_routes_send_list_close_and_snooze() {
     let s = Server::start(&[]).await;
-    let conv = create(&s, "ann", &["bob"]).await;
-    let other = create(&s, "ann", &["cat"]).await;
-    let mut bob = socket(&s, "bob").await;
+    let conv = s.conversation("ann", &["bob"]).await;
+    let other = s.conversation("ann", &["cat"]).await;
+    let mut bob = s.socket("bob").await;
 
     // Every /private route: 401 without a token, 403 for a non-admin.
     let routes = [
@@ -468,8 +446,8 @@ async fn offline_participants_get_push_jobs_with_retries_and_online_ones_do_not(
         ("ROOMCAST_PUSH_BACKOFF_MS", "20"),
     ])
     .await;
-    let conv = create(&s, "ann", &["bob", "cat"]).await;
-    let _cat = socket(&s, "cat").await;
+    let conv = s.conversation("ann", &["bob", "cat"]).await;
+    let _cat = s.socket("cat").await;
     let r = s
         .call(
             "POST",
@@ -512,8 +490,8 @@ async fn offline_participants_get_push_jobs_with_retries_and_online_ones_do_not(
         )
         .await;
     assert_eq!(r.status, 201);
-    let other = create(&s, "ann", &["bob"]).await;
-    let mut bob = socket(&s, "bob").await;
+    let other = s.conversation("ann", &["bob"]).await;
+    let mut bob = s.socket("bob").await;
     let r = s
         .call("POST", "/messages", Some("ann"), msg(&other, "online now"))
         .await;

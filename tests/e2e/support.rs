@@ -199,6 +199,28 @@ impl Server {
             .sum()
     }
 
+    /// Creates (or finds) a conversation of `me` with `others`; returns its id.
+    pub async fn conversation(&self, me: &str, others: &[&str]) -> String {
+        let r = self
+            .call(
+                "POST",
+                "/conversations",
+                Some(me),
+                Some(serde_json::json!({"participantIds": others})),
+            )
+            .await;
+        assert!(r.status == 201 || r.status == 200, "create: {r:?}");
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A socket for `user` in a lobby room of its own: conversation, call and key
+    /// events reach it without joining anything.
+    pub async fn socket(&self, user: &str) -> Client {
+        let mut c = self.connect(user, &format!("lobby-{user}")).await;
+        c.next_of("room_joined").await;
+        c
+    }
+
     /// Waits until a metric reaches `value` (metrics are recorded after the event a
     /// test observes, e.g. after a webhook's response is read).
     pub async fn wait_metric(&self, name: &str, filter: &str, value: f64) {

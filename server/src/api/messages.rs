@@ -101,11 +101,12 @@ pub(crate) async fn send(
     send_as(&app, conv, sender, body, message_type, false).await
 }
 
-/// The message `raw_id` and its conversation, if the caller participates in it.
-async fn message_for(
+/// The message `raw_id` and its conversation: for a participant, or for an
+/// administrator (`viewer` = `None`) in any conversation. 404 otherwise.
+async fn locate(
     app: &AppState,
     raw_id: &str,
-    user_id: &str,
+    viewer: Option<&str>,
 ) -> Result<(Conversation, ChatMessage), ApiError> {
     let id = message_id(raw_id)?;
     let store = app.engine.store();
@@ -115,17 +116,30 @@ async fn message_for(
         .map_err(store_err)?
         .filter(|r| is_conversation(r))
         .ok_or_else(message_not_found)?;
-    let (conv, _) = store
-        .membership(&room, user_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(message_not_found)?;
+    let conv = match viewer {
+        Some(user_id) => store
+            .membership(&room, user_id)
+            .await
+            .map_err(store_err)?
+            .map(|(c, _)| c),
+        None => store.conversation(&room).await.map_err(store_err)?,
+    }
+    .ok_or_else(message_not_found)?;
     let msg = store
         .get(&room, id)
         .await
         .map_err(store_err)?
         .ok_or_else(message_not_found)?;
     Ok((conv, msg))
+}
+
+/// The message `raw_id` and its conversation, if the caller participates in it.
+async fn message_for(
+    app: &AppState,
+    raw_id: &str,
+    user_id: &str,
+) -> Result<(Conversation, ChatMessage), ApiError> {
+    locate(app, raw_id, Some(user_id)).await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -184,11 +198,8 @@ pub(crate) async fn delete(
     PathParam(raw_id): PathParam<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let me = caller.id();
-    let (conv, msg) = if caller.is_admin() {
-        admin_message(&app, &raw_id).await?
-    } else {
-        message_for(&app, &raw_id, me).await?
-    };
+    let viewer = if caller.is_admin() { None } else { Some(me) };
+    let (conv, msg) = locate(&app, &raw_id, viewer).await?;
     if msg.user_id != me && !caller.is_admin() {
         return Err(ApiError::Client(ClientError::new(
             ErrorCode::Forbidden,
@@ -219,32 +230,6 @@ pub(crate) async fn delete(
         .map_err(store_err)?
         .ok_or_else(message_not_found)?;
     Ok(Json(MessageView::from(msg)))
-}
-
-/// For admins: any conversation message, participant or not.
-async fn admin_message(
-    app: &AppState,
-    raw_id: &str,
-) -> Result<(Conversation, ChatMessage), ApiError> {
-    let id = message_id(raw_id)?;
-    let store = app.engine.store();
-    let room = store
-        .locate_message(id)
-        .await
-        .map_err(store_err)?
-        .filter(|r| is_conversation(r))
-        .ok_or_else(message_not_found)?;
-    let conv = store
-        .conversation(&room)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(message_not_found)?;
-    let msg = store
-        .get(&room, id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(message_not_found)?;
-    Ok((conv, msg))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
