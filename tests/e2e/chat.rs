@@ -157,6 +157,7 @@ async fn conversations_are_created_once_per_pair_listed_filtered_and_private() {
         .json();
     assert_eq!(page["conversations"].as_array().map(Vec::len), Some(1));
     assert_eq!(page["conversations"][0]["id"], group.as_str());
+    let mut ann_device = s.socket("ann").await;
     let r = s
         .call(
             "PUT",
@@ -165,6 +166,9 @@ async fn conversations_are_created_once_per_pair_listed_filtered_and_private() {
             None,
         )
         .await;
+    // Ann's other devices follow the archive.
+    let ev = ann_device.next_of("conversation_archived").await;
+    assert_eq!(ev["conversationId"], group.as_str());
     assert_eq!(
         (r.status, r.json()["status"].clone()),
         (200, json!("archived"))

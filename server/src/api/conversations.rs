@@ -244,13 +244,23 @@ async fn set_archived(
     archived: bool,
 ) -> Result<Json<ConversationView>, ApiError> {
     let (conv, _) = member_of(&app, &id, caller.id()).await?;
-    let (state, _) = app
+    let (state, changed) = app
         .engine
         .store()
         .update_member(&id, caller.id(), MemberUpdate::Archive(archived))
         .await
         .map_err(store_err)?
         .ok_or_else(super::conversation_not_found)?;
+    if changed {
+        // The caller's other devices follow; nobody else sees an archive.
+        let kind = if archived {
+            "conversation_archived"
+        } else {
+            "conversation_unarchived"
+        };
+        let frame = encode_event(kind, &json!({"conversationId": id}));
+        app.engine.notify_user(caller.id(), kind, &frame);
+    }
     Ok(Json(
         conversation_view(&app, conv, Some((caller.id(), &state))).await?,
     ))
