@@ -32,8 +32,13 @@ pub const MAX_PRE_KEYS_TOTAL: usize = 1000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityKey {
+    #[cfg_attr(feature = "openapi", schema(maximum = 16777215))]
     pub key_id: u32,
     /// Base64 of the 33-byte serialised public key.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^B[Q-Za-f][A-Za-z0-9+/_-]{42}$")
+    )]
     pub identity_key: String,
 }
 
@@ -42,10 +47,19 @@ pub struct IdentityKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SignedPreKey {
+    #[cfg_attr(feature = "openapi", schema(maximum = 16777215))]
     pub key_id: u32,
     /// Base64 of the 33-byte serialised public key.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^B[Q-Za-f][A-Za-z0-9+/_-]{42}$")
+    )]
     pub public_key: String,
     /// Base64 of the 64-byte XEdDSA signature of `public_key` by the identity key.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9+/_-]{85}[AQgw](==)?$")
+    )]
     pub signature: String,
 }
 
@@ -54,8 +68,13 @@ pub struct SignedPreKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PreKey {
+    #[cfg_attr(feature = "openapi", schema(maximum = 16777215))]
     pub key_id: u32,
     /// Base64 of the 33-byte serialised public key.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^B[Q-Za-f][A-Za-z0-9+/_-]{42}$")
+    )]
     pub public_key: String,
 }
 

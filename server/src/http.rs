@@ -116,7 +116,7 @@ pub(crate) struct RoomHistoryPage {
 
 /// `GET /api/rooms/{room_id}/messages`: a page of a room's history (a conversation's
 /// only for its participants).
-#[utoipa::path(get, path = "/api/rooms/{room_id}/messages", tag = "rooms", params(("room_id" = String, Path, description = "Room id"), HistoryParams), responses((status = 200, description = "A page, oldest first", body = RoomHistoryPage), (status = 400, description = "Invalid parameter", body = crate::error::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 404, description = "A conversation the caller is not part of", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/rooms/{room_id}/messages", tag = "rooms", params(("room_id" = String, Path, description = "Room id: 1-128 of A-Z a-z 0-9 _ - . : @", pattern = "^[A-Za-z0-9_.:@-]{1,128}$"), HistoryParams), responses((status = 200, description = "A page, oldest first", body = RoomHistoryPage), (status = 400, description = "Invalid parameter", body = crate::error::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 404, description = "A conversation the caller is not part of", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn room_history(
     State(app): State<AppState>,
     PathParam(room_id): PathParam<String>,

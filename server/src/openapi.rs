@@ -83,6 +83,8 @@ impl Modify for BearerAuth {
         http::metrics,
         ws::chat,
     ),
+    // Schemas used only by path parameters are not collected automatically.
+    components(schemas(messages::ReactionName, messages::TypingFlag)),
     modifiers(&BearerAuth),
     tags(
         (name = "conversations", description = "Private conversations (members only)"),
@@ -195,6 +197,15 @@ mod tests {
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+        // Every reference resolves.
+        let text = spec_json();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap_or_default();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "unresolved schema reference {name}"
+            );
+        }
     }
 
     #[test]

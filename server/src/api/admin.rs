@@ -32,11 +32,13 @@ pub(crate) const SYSTEM_SENDER: &str = "system";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct AdminSend {
+    #[schema(pattern = "^conv_[0-9]+$", max_length = 64)]
     pub conversation_id: String,
     #[serde(default)]
     pub message: String,
     /// Send as this user (any id); without it the message is a `system` message.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub sender_id: Option<String>,
     #[serde(default)]
     pub message_type: Option<MessageType>,
@@ -140,6 +142,7 @@ pub(crate) async fn user_conversations(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CloseBody {
     #[serde(default)]
+    #[schema(max_length = 500, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
     pub reason: Option<String>,
 }
 
@@ -200,8 +203,10 @@ pub(crate) const SNOOZE_MAX_HOURS: f64 = 24.0 * 90.0;
 pub(crate) struct SnoozeBody {
     /// Hours (fractions allowed), default 24, at most 2160 (90 days).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 2160)]
     pub duration: Option<f64>,
     #[serde(default)]
+    #[schema(max_length = 500, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
     pub reason: Option<String>,
 }
 

@@ -175,6 +175,7 @@ pub(crate) async fn resume(app: &AppState) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct StartCall {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub partner_id: String,
     /// `audio` (default) or `video`.
     #[serde(default)]
@@ -311,6 +312,7 @@ async fn party_call(app: &AppState, id: &str, user_id: &str) -> Result<Call, Api
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct AcceptCall {
+    #[schema(pattern = "^call_[0-9]+$", max_length = 64)]
     pub call_id: String,
     /// The callee consents to recording.
     #[serde(default)]
@@ -356,10 +358,12 @@ pub(crate) async fn accept(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct EndCall {
+    #[schema(pattern = "^call_[0-9]+$", max_length = 64)]
     pub call_id: String,
     /// Why (kept for an active call; a ringing call ends as `declined` by the callee or
     /// `cancelled` by the caller).
     #[serde(default)]
+    #[schema(max_length = 100, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
     pub reason: Option<String>,
 }
 

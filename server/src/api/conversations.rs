@@ -42,11 +42,18 @@ pub(crate) fn validate_user_id(field: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A user id: 1-128 printable ASCII characters.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
+pub(crate) struct UserId(pub String);
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateConversation {
-    /// The other participants (the caller is always one).
-    participant_ids: Vec<String>,
+    /// The other participants (the caller is always one), 1-49 user ids.
+    #[schema(min_items = 1, max_items = 49, inline)]
+    participant_ids: Vec<UserId>,
     /// `direct` (default for one other participant) or `group`.
     #[serde(default, rename = "type")]
     kind: Option<ConversationKind>,
@@ -64,7 +71,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let me = caller.id().to_owned();
     let mut participants = vec![me.clone()];
-    for (i, p) in body.participant_ids.iter().enumerate() {
+    for (i, UserId(p)) in body.participant_ids.iter().enumerate() {
         validate_user_id(&format!("participantIds[{i}]"), p)?;
         participants.push(p.clone());
     }

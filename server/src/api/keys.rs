@@ -35,8 +35,10 @@ pub(crate) struct Saved {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PutIdentityKey {
     /// Base64 of the 33-byte serialised Curve25519 public key (0x05 + 32 bytes).
+    #[schema(pattern = "^B[Q-Za-f][A-Za-z0-9+/_-]{42}$")]
     pub identity_key: String,
     /// 0-16777215.
+    #[schema(maximum = 16777215)]
     pub key_id: u32,
 }
 
@@ -71,12 +73,15 @@ pub(crate) async fn put_identity_key(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PutSignedPreKey {
+    #[schema(maximum = 16777215)]
     pub key_id: u32,
     /// Base64 of the 33-byte serialised public key (`signedPreKey` is accepted too, as
     /// the seed names it).
     #[serde(alias = "signedPreKey")]
+    #[schema(pattern = "^B[Q-Za-f][A-Za-z0-9+/_-]{42}$")]
     pub public_key: String,
     /// Base64 of the 64-byte XEdDSA signature by the identity key.
+    #[schema(pattern = "^[A-Za-z0-9+/_-]{85}[AQgw](==)?$")]
     pub signature: String,
 }
 
@@ -113,7 +118,8 @@ pub(crate) async fn put_signed_pre_key(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PutPreKeys {
-    /// 1-100 one-time pre-keys; a user keeps at most 1000.
+    /// 1-100 one-time pre-keys with distinct ids; a user keeps at most 1000.
+    #[schema(min_items = 1, max_items = 100)]
     pub pre_keys: Vec<PreKey>,
 }
 

@@ -27,6 +27,7 @@ use crate::error::ApiError;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SendMessage {
+    #[schema(pattern = "^conv_[0-9]+$", max_length = 64)]
     pub conversation_id: String,
     /// The text (a caption for image and file messages, which may leave it empty).
     #[serde(default)]
@@ -286,7 +287,7 @@ async fn react(
 
 /// `PUT /messages/{id}/reaction/{reaction}`: sets (or replaces) the caller's one
 /// reaction. Reactions: like, love, laugh, wow, sad, angry.
-#[utoipa::path(put, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = String, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's one reaction, set or replaced", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = ReactionName, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's one reaction, set or replaced", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn put_reaction(
     State(app): State<AppState>,
     caller: Caller,
@@ -307,7 +308,7 @@ pub(crate) async fn delete_reaction(
 
 /// `DELETE /messages/{id}/reaction/{reaction}`: removes the caller's reaction (the
 /// name must be a valid reaction; whichever the caller has is removed).
-#[utoipa::path(delete, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = String, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = ReactionName, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete_named_reaction(
     State(app): State<AppState>,
     caller: Caller,
@@ -317,16 +318,40 @@ pub(crate) async fn delete_named_reaction(
     react(app, caller, raw_id, None).await
 }
 
+/// The reactions a message accepts (for the document; the check is
+/// `roomcast_engine::chat::validate_reaction`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum ReactionName {
+    Like,
+    Love,
+    Laugh,
+    Wow,
+    Sad,
+    Angry,
+}
+
+/// `isTyping` in the path.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum TypingFlag {
+    True,
+    False,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TypingBody {
+    #[schema(pattern = "^conv_[0-9]+$", max_length = 64)]
     pub conversation_id: String,
 }
 
 /// `PUT /messages/typing/{isTyping}` with `{"conversationId"}`: a `typing_indicator`
 /// event to the other participants. Limited per user like a socket's typing frames
 /// (excess signals are dropped, still answered 200).
-#[utoipa::path(put, path = "/messages/typing/{is_typing}", tag = "messages", request_body = TypingBody, params(("is_typing" = String, Path, description = "true or false")), responses((status = 200, description = "Sent to the other participants (`sent: false` when over the typing rate)", body = serde_json::Value), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/messages/typing/{is_typing}", tag = "messages", request_body = TypingBody, params(("is_typing" = TypingFlag, Path, description = "true or false")), responses((status = 200, description = "Sent to the other participants (`sent: false` when over the typing rate)", body = serde_json::Value), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn typing(
     State(app): State<AppState>,
     caller: Caller,

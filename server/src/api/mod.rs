@@ -187,7 +187,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be absent (then `T::default()`).
+/// A JSON body that may be absent or `null` (then `T::default()`).
 #[derive(Debug)]
 pub(crate) struct OptionalJsonBody<T>(pub T);
 
@@ -196,7 +196,10 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 
     async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
         match body_bytes(req).await? {
-            Some(bytes) => parse_json(&bytes).map(OptionalJsonBody),
+            // JSON `null` is an absent body too.
+            Some(bytes) => {
+                parse_json::<Option<T>>(&bytes).map(|v| OptionalJsonBody(v.unwrap_or_default()))
+            }
             None => Ok(OptionalJsonBody(T::default())),
         }
     }
