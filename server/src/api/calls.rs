@@ -221,17 +221,6 @@ pub(crate) async fn start(
         });
     }
     let store = app.engine.store();
-    if store
-        .user_conversations(&body.partner_id)
-        .await
-        .map_err(store_err)?
-        .is_empty()
-    {
-        return Err(ApiError::Client(ClientError::new(
-            ErrorCode::UserNotFound,
-            "no such user",
-        )));
-    }
     let now = now_unix_ms();
     // A shared active conversation; a direct one if there is one.
     let mut shared: Vec<_> = store
@@ -251,10 +240,20 @@ pub(crate) async fn start(
         )
     });
     let Some(conv) = shared.into_iter().next() else {
-        return Err(ApiError::Client(ClientError::new(
-            ErrorCode::Forbidden,
-            "calls are only possible within an active conversation",
-        )));
+        // Told apart only now, so the common case reads one user's conversations.
+        let known = !store
+            .user_conversations(&body.partner_id)
+            .await
+            .map_err(store_err)?
+            .is_empty();
+        return Err(ApiError::Client(if known {
+            ClientError::new(
+                ErrorCode::Forbidden,
+                "calls are only possible within an active conversation",
+            )
+        } else {
+            ClientError::new(ErrorCode::UserNotFound, "no such user")
+        }));
     };
     let call = Call {
         id: format!("{CALL_PREFIX}{}", app.engine.next_id()),
