@@ -39,7 +39,13 @@ pub struct SendRequest {
     /// An administrator's send: passes a snooze (never a closure) and the per-user
     /// message rate limit (moderation still applies).
     pub admin: bool,
+    /// End-to-end encrypted content: not moderated, at most `MAX_ENCRYPTED_BYTES`.
+    pub encrypted: bool,
 }
+
+/// Largest end-to-end encrypted content (ciphertext is longer than its plaintext, and
+/// `MAX_MESSAGE_LENGTH` counts plaintext characters).
+pub const MAX_ENCRYPTED_BYTES: usize = 16 * 1024;
 
 /// The outcome of [`Engine::prepare`].
 pub(crate) enum Prepared {
@@ -290,6 +296,7 @@ impl Engine {
         client_msg_id: Option<&str>,
         allow_empty: bool,
         rate_limited: bool,
+        moderated: bool,
     ) -> Result<Prepared, ClientError> {
         let with_ctx = |e: ClientError| e.in_room(room_id).for_client_msg(client_msg_id);
         if rate_limited && let Err(wait_ms) = self.inner.limits.check_message(&user.user_id) {
@@ -300,7 +307,22 @@ impl Engine {
                     .retry_after(wait_ms),
             ));
         }
-        let (content, audit) = if allow_empty && content.trim().is_empty() {
+        let (content, audit) = if !moderated {
+            // End-to-end encrypted: opaque, so only its size and presence are checked.
+            if content.is_empty() && !allow_empty {
+                return Err(with_ctx(
+                    ClientError::new(ErrorCode::EmptyMessage, "message must not be empty")
+                        .on_field("message"),
+                ));
+            }
+            if content.len() > MAX_ENCRYPTED_BYTES {
+                return Err(with_ctx(ClientError::new(
+                    ErrorCode::MessageTooLong,
+                    format!("encrypted content is at most {MAX_ENCRYPTED_BYTES} bytes"),
+                )));
+            }
+            (content, None)
+        } else if allow_empty && content.trim().is_empty() {
             (content, None)
         } else {
             match self.inner.moderator.check(&content) {
@@ -382,6 +404,7 @@ impl Engine {
                 req.client_msg_id.as_deref(),
                 allow_empty,
                 !req.admin,
+                !req.encrypted,
             )
             .await?
         {
@@ -401,6 +424,7 @@ impl Engine {
             attachments: req.attachments,
             audience: Some(conv.participant_ids.clone().into()),
             notify_offline: conv.snoozed_at(now).is_none(),
+            encrypted: req.encrypted,
             ..Publish::text(conv.id.clone(), req.sender, content.0, AckTo::Reply(tx))
         };
         self.publish(publish).await?;

@@ -24,6 +24,8 @@ pub enum ClientFrame {
         room_id: Option<String>,
         content: String,
         client_msg_id: Option<String>,
+        /// The content is end-to-end encrypted (opaque to the server: not moderated).
+        encrypted: bool,
     },
     /// Join a room; with `since`, replay every message after that id first.
     JoinRoom {
@@ -53,6 +55,8 @@ struct MessageIn {
     room_id: Option<String>,
     content: String,
     client_msg_id: Option<String>,
+    #[serde(default)]
+    encrypted: bool,
     // The client's own clock reading; accepted for compatibility, never trusted.
     #[allow(dead_code)]
     timestamp: Option<serde_json::Value>,
@@ -127,6 +131,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
                 room_id: m.room_id,
                 content: m.content,
                 client_msg_id: m.client_msg_id,
+                encrypted: m.encrypted,
             }
         }
         "join_room" => {
@@ -221,6 +226,9 @@ pub struct ChatMessage {
     /// Reaction counts by name; empty when none.
     #[serde(skip_serializing_if = "ReactionCounts::is_empty", default)]
     pub reactions: ReactionCounts,
+    /// End-to-end encrypted content (Signal protocol): opaque to the server.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub encrypted: bool,
 }
 
 impl ChatMessage {
@@ -244,6 +252,7 @@ impl ChatMessage {
             message_type: MessageType::Text,
             attachments: Vec::new(),
             reactions: ReactionCounts::new(),
+            encrypted: false,
         }
     }
 
@@ -511,7 +520,7 @@ mod tests {
     fn parses_the_seed_protocol() {
         assert_eq!(
             parse_client_frame(r#"{"type":"message","roomId":"general","content":"Hello everyone!","timestamp":"2024-01-01T12:00:00Z"}"#).ok(),
-            Some(ClientFrame::Message { room_id: Some("general".into()), content: "Hello everyone!".into(), client_msg_id: None })
+            Some(ClientFrame::Message { room_id: Some("general".into()), content: "Hello everyone!".into(), client_msg_id: None, encrypted: false })
         );
         assert_eq!(
             parse_client_frame(r#"{"type":"join_room","roomId":"development"}"#).ok(),

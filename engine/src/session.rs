@@ -94,8 +94,9 @@ impl Session {
                 room_id,
                 content,
                 client_msg_id,
+                encrypted,
             }) => {
-                self.publish(room_id, content, client_msg_id, received_at)
+                self.publish(room_id, content, client_msg_id, encrypted, received_at)
                     .await
             }
             Ok(ClientFrame::JoinRoom { room_id, since }) => self.join(&room_id, since).await,
@@ -196,6 +197,7 @@ impl Session {
         room_id: Option<String>,
         content: String,
         client_msg_id: Option<String>,
+        encrypted: bool,
         received_at: Instant,
     ) -> Result<(), ClientError> {
         let cid = client_msg_id.as_deref();
@@ -217,7 +219,7 @@ impl Session {
         };
         let content = match self
             .engine
-            .prepare(&self.user, &room_id, content, cid, false, true)
+            .prepare(&self.user, &room_id, content, cid, false, true, !encrypted)
             .await?
         {
             Prepared::Fresh { content, audit } => (content, audit),
@@ -236,6 +238,7 @@ impl Session {
             audit: content.1,
             audience,
             notify_offline,
+            encrypted,
             ..Publish::text(
                 room_id.clone(),
                 self.user.clone(),

@@ -62,6 +62,8 @@ pub struct Publish {
     /// Post a push notification job for each participant with no open session (not
     /// while the conversation is snoozed).
     pub notify_offline: bool,
+    /// End-to-end encrypted content (see [`ChatMessage::encrypted`]).
+    pub encrypted: bool,
 }
 
 impl Publish {
@@ -80,6 +82,7 @@ impl Publish {
             attachments: Vec::new(),
             audience: None,
             notify_offline: false,
+            encrypted: false,
         }
     }
 }
@@ -96,8 +99,9 @@ pub struct PushJob {
     pub sender_id: String,
     pub sender_name: String,
     pub message_type: MessageType,
-    /// The first 100 characters of the content.
+    /// The first 100 characters of the content (empty for encrypted content).
     pub preview: String,
+    pub encrypted: bool,
 }
 
 pub(crate) enum ShardCmd {
@@ -480,6 +484,7 @@ impl Shard {
             attachments,
             audience,
             notify_offline,
+            encrypted,
         } = p;
         let room = match conn {
             // Not from a socket: nobody need have joined.
@@ -529,6 +534,7 @@ impl Shard {
             message_type,
             attachments,
             reactions: Default::default(),
+            encrypted,
         };
         let frame = protocol::encode_message(&msg, false);
         let push_jobs = match (&room.audience, &self.push) {
@@ -688,7 +694,13 @@ fn offline_jobs(presence: &Presence, audience: &[String], msg: &ChatMessage) -> 
             sender_id: msg.user_id.clone(),
             sender_name: msg.username.clone(),
             message_type: msg.message_type,
-            preview: msg.content.chars().take(100).collect(),
+            encrypted: msg.encrypted,
+            // Ciphertext means nothing to a notification.
+            preview: if msg.encrypted {
+                String::new()
+            } else {
+                msg.content.chars().take(100).collect()
+            },
         })
         .collect()
 }

@@ -706,3 +706,76 @@ async fn rest_and_socket_sends_share_one_rate_limit() {
     // Bob's allowance is his own.
     send(&s, "bob", &conv, "hi").await;
 }
+
+#[tokio::test]
+async fn end_to_end_encrypted_content_is_opaque_to_moderation() {
+    let s = Server::start(&[
+        ("ROOMCAST_BLOCKED_WORDS", "darn"),
+        ("MAX_MESSAGE_LENGTH", "100"),
+    ])
+    .await;
+    let conv = s.conversation("ann", &["bob"]).await;
+    let mut bob = s.socket("bob").await;
+    // Ciphertext is not moderated and may exceed the plaintext length limit.
+    let cipher = format!("darn {}", "QUJD".repeat(500));
+    let r = s
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": cipher, "encrypted": true})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.json()["message"]["content"], cipher.as_str());
+    assert_eq!(r.json()["message"]["encrypted"], true);
+    let ev = bob.next_of("message").await;
+    assert_eq!(
+        (ev["encrypted"].clone(), ev["content"].clone()),
+        (json!(true), json!(cipher))
+    );
+    // Plaintext still is moderated and limited.
+    let r = s
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "darn"})),
+        )
+        .await;
+    assert_eq!(r.json()["message"]["content"], "****");
+    let r = s
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "x".repeat(101)})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (413, "message_too_long".into()));
+    // Encrypted content has its own cap, and must not be empty.
+    let r = s
+        .call("POST", "/messages", Some("ann"), Some(json!({"conversationId": conv, "message": "A".repeat(16 * 1024 + 1), "encrypted": true})))
+        .await;
+    assert_eq!((r.status, r.code()), (413, "message_too_long".into()));
+    let r = s
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "", "encrypted": true})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    // Over the socket too.
+    bob.send_json(json!({"type": "join_room", "roomId": conv}))
+        .await;
+    bob.next_of("room_joined").await;
+    bob.send_json(json!({"type": "message", "roomId": conv, "content": "darn QUJD", "encrypted": true, "clientMsgId": "e-1"}))
+        .await;
+    let m = bob.next_of("message").await;
+    assert_eq!(
+        (m["content"].clone(), m["encrypted"].clone()),
+        (json!("darn QUJD"), json!(true))
+    );
+}

@@ -88,6 +88,7 @@ pub(crate) async fn send(
         message_type: Some(message_type),
         attachments: body.attachments,
         client_msg_id: body.client_msg_id,
+        encrypted: false,
     };
     send_as(&app, conv, user, msg, message_type, true).await
 }

@@ -122,6 +122,7 @@ async fn finished(app: &AppState, call: &Call) {
         attachments: Vec::new(),
         client_msg_id: Some(format!("{}-summary", call.id)),
         admin: true,
+        encrypted: false,
     };
     if let Err(e) = app.engine.send(req).await {
         tracing::info!(call_id = %call.id, error = %e, "call summary not posted");

@@ -39,6 +39,10 @@ pub(crate) struct SendMessage {
     /// Idempotency key: a resend with the same id is stored and delivered once.
     #[serde(default)]
     pub client_msg_id: Option<String>,
+    /// `message` is end-to-end encrypted (Signal protocol): opaque to the server, so not
+    /// moderated; at most 16 KiB. Push notifications carry no preview for it.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -69,6 +73,7 @@ pub(crate) async fn send_as(
             attachments: body.attachments,
             client_msg_id: body.client_msg_id,
             admin,
+            encrypted: body.encrypted,
         })
         .await?;
     let status = if acked.duplicate {

@@ -271,6 +271,8 @@ pub(crate) struct MessageView {
     pub attachments: Vec<Attachment>,
     pub reactions: BTreeMap<String, u32>,
     pub deleted: bool,
+    /// End-to-end encrypted content (opaque to the server).
+    pub encrypted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
     /// Server time (RFC 3339, milliseconds, UTC).
@@ -304,6 +306,7 @@ impl From<ChatMessage> for MessageView {
             attachments: m.attachments,
             reactions: m.reactions,
             deleted: m.deleted,
+            encrypted: m.encrypted,
             client_msg_id: m.client_msg_id,
         }
     }
