@@ -47,6 +47,17 @@ pub struct SendRequest {
 /// `MAX_MESSAGE_LENGTH` counts plaintext characters).
 pub const MAX_ENCRYPTED_BYTES: usize = 16 * 1024;
 
+/// Which of [`Engine::prepare`]'s checks apply to a message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checks {
+    /// Empty content is fine (a message of attachments).
+    pub allow_empty: bool,
+    /// The sender's message rate limit (off for admin sends).
+    pub rate_limited: bool,
+    /// Moderation (off for end-to-end encrypted content).
+    pub moderated: bool,
+}
+
 /// The outcome of [`Engine::prepare`].
 pub(crate) enum Prepared {
     /// Go ahead with this (possibly masked) content and moderation audit.
@@ -285,19 +296,22 @@ impl Engine {
     }
 
     /// Checks a message before it goes to a shard, the same for every entry point:
-    /// the sender's rate limit (unless `rate_limited` is false: admin sends), moderation (skipped for empty content when
-    /// `allow_empty`: a message of attachments), and whether the store already holds this
-    /// `clientMsgId` (a resend after a restart).
+    /// the sender's rate limit, moderation (or, for encrypted content, only its size),
+    /// and whether the store already holds this `clientMsgId` (a resend after a
+    /// restart). `checks` says which apply.
     pub(crate) async fn prepare(
         &self,
         user: &UserInfo,
         room_id: &str,
         content: String,
         client_msg_id: Option<&str>,
-        allow_empty: bool,
-        rate_limited: bool,
-        moderated: bool,
+        checks: Checks,
     ) -> Result<Prepared, ClientError> {
+        let Checks {
+            allow_empty,
+            rate_limited,
+            moderated,
+        } = checks;
         let with_ctx = |e: ClientError| e.in_room(room_id).for_client_msg(client_msg_id);
         if rate_limited && let Err(wait_ms) = self.inner.limits.check_message(&user.user_id) {
             metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
@@ -402,9 +416,11 @@ impl Engine {
                 &conv.id,
                 req.content,
                 req.client_msg_id.as_deref(),
-                allow_empty,
-                !req.admin,
-                !req.encrypted,
+                Checks {
+                    allow_empty,
+                    rate_limited: !req.admin,
+                    moderated: !req.encrypted,
+                },
             )
             .await?
         {

@@ -14,7 +14,7 @@ use governor::DefaultDirectRateLimiter;
 
 use crate::chat::{Conversation, is_conversation};
 use crate::clock::now_unix_ms;
-use crate::engine::{Engine, Prepared};
+use crate::engine::{Checks, Engine, Prepared};
 use crate::error::{ClientError, ErrorCode};
 use crate::history::writer::{AckTo, Acked};
 use crate::ids::MessageId;
@@ -219,7 +219,17 @@ impl Session {
         };
         let content = match self
             .engine
-            .prepare(&self.user, &room_id, content, cid, false, true, !encrypted)
+            .prepare(
+                &self.user,
+                &room_id,
+                content,
+                cid,
+                Checks {
+                    allow_empty: false,
+                    rate_limited: true,
+                    moderated: !encrypted,
+                },
+            )
             .await?
         {
             Prepared::Fresh { content, audit } => (content, audit),
