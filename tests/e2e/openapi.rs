@@ -171,9 +171,12 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     .await;
     let auth = format!("Authorization: Bearer {}", token("admin-st", true));
     let url = format!("http://{}/api/chats/openapi.json", s.addr);
+    // schemathesis keeps a cache in its working directory: give it a scratch one.
+    let scratch = tempfile::tempdir().expect("scratch dir");
     let out = tokio::time::timeout(
         Duration::from_secs(600),
         Command::new(st)
+            .current_dir(scratch.path())
             .args(["run", &url, "-H", &auth])
             .args([
                 "--checks",
