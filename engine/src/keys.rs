@@ -116,6 +116,29 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Encodes standard, padded base64 (the form clients usually send; used by tests and
+/// tools that build keys).
+pub fn encode_base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Checks a base64 Curve25519 public key in libsignal's encoding.
 pub fn validate_public_key(field: &str, b64: &str) -> Result<(), ClientError> {
     match decode_base64(b64) {
@@ -208,37 +231,15 @@ mod tests {
     fn keys_are_checked_as_libsignal_encodes_them() {
         let mut key = vec![DJB_TYPE];
         key.extend([7u8; 32]);
-        let b64 = encode(&key);
+        let b64 = encode_base64(&key);
         assert!(validate_public_key("k", &b64).is_ok());
         key[0] = 0x04;
-        assert!(validate_public_key("k", &encode(&key)).is_err());
-        assert!(validate_public_key("k", &encode(&[5u8; 32])).is_err());
+        assert!(validate_public_key("k", &encode_base64(&key)).is_err());
+        assert!(validate_public_key("k", &encode_base64(&[5u8; 32])).is_err());
         assert!(validate_public_key("k", "%%%").is_err());
-        assert!(validate_signature("s", &encode(&[1u8; 64])).is_ok());
-        assert!(validate_signature("s", &encode(&[1u8; 63])).is_err());
+        assert!(validate_signature("s", &encode_base64(&[1u8; 64])).is_ok());
+        assert!(validate_signature("s", &encode_base64(&[1u8; 63])).is_err());
         assert!(validate_key_id("id", MAX_KEY_ID).is_ok());
         assert!(validate_key_id("id", MAX_KEY_ID + 1).is_err());
-    }
-
-    /// Test-only encoder (standard alphabet, padded).
-    pub(crate) fn encode(bytes: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 }

@@ -196,8 +196,8 @@ pub fn validate_client_msg_id(id: &str) -> Result<(), ClientError> {
     }
 }
 
-/// Serialises a u64 id as a decimal string.
-pub(crate) fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
+/// Serialises a u64 id as a decimal string (ids exceed JavaScript's safe integers).
+pub fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
@@ -383,10 +383,8 @@ struct RoomJoinedOut<'a> {
     last_message_id: Option<MessageId>,
 }
 
-pub(crate) fn opt_id_str<S: serde::Serializer>(
-    id: &Option<MessageId>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+/// [`id_str`] for an optional id (`null` when absent).
+pub fn opt_id_str<S: serde::Serializer>(id: &Option<MessageId>, s: S) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => id_str(id, s),
         None => s.serialize_none(),

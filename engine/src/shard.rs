@@ -27,6 +27,7 @@ use crate::metrics as m;
 use crate::outbox::{Outbox, Push};
 use crate::presence::Presence;
 use crate::protocol::{self, ChatMessage};
+use smallvec::SmallVec;
 
 /// A connection's id, unique per node.
 pub type ConnId = u64;
@@ -537,11 +538,11 @@ impl Shard {
             encrypted,
         };
         let frame = protocol::encode_message(&msg, false);
-        let push_jobs = match (&room.audience, &self.push) {
-            (Some(audience), Some(_)) if notify_offline => {
-                offline_jobs(&self.presence, audience, &msg)
-            }
-            _ => Vec::new(),
+        // Who is offline is learned during the fan-out below; the job is filled in now,
+        // before the message moves to the writer.
+        let push_job = match (&room.audience, &self.push) {
+            (Some(_), Some(_)) if notify_offline => Some(push_job_for(&msg)),
+            _ => None,
         };
         let audit_entry = audit.map(|(action, detail)| AuditEntry {
             id: self.audit_ids.lock().next(now_unix_ms()),
@@ -583,16 +584,21 @@ impl Shard {
             deliver_at(member, &frame, received_at);
         }
         if let Some(audience) = &room.audience {
-            deliver_to_audience(&self.presence, room, audience, &frame, received_at, None);
-        }
-        if let Some(push) = &self.push {
-            for job in push_jobs {
-                let outcome = if push.try_send(job).is_ok() {
-                    "queued"
-                } else {
-                    "dropped"
-                };
-                metrics::counter!(m::PUSH_JOBS, "outcome" => outcome).increment(1);
+            let offline =
+                deliver_to_audience(&self.presence, room, audience, &frame, received_at, None);
+            if let (Some(job), Some(push)) = (push_job, &self.push) {
+                for user in offline.into_iter().filter(|u| *u != job.sender_id) {
+                    let job = PushJob {
+                        user_id: user.to_owned(),
+                        ..job.clone()
+                    };
+                    let outcome = if push.try_send(job).is_ok() {
+                        "queued"
+                    } else {
+                        "dropped"
+                    };
+                    metrics::counter!(m::PUSH_JOBS, "outcome" => outcome).increment(1);
+                }
             }
         }
     }
@@ -659,20 +665,26 @@ fn overloaded(client_msg_id: Option<&str>) -> ClientError {
 }
 
 /// Delivers `frame` to every session of `audience` that is not a member of `room` (the
-/// members got it through the room, in order with their recovery).
-fn deliver_to_audience(
+/// members got it through the room, in order with their recovery). Returns the
+/// audience members with no open session on this node (one presence lookup each).
+fn deliver_to_audience<'a>(
     presence: &Presence,
     room: &Room,
-    audience: &[String],
+    audience: &'a [String],
     frame: &Bytes,
     entered: Instant,
     except_user: Option<&str>,
-) {
+) -> SmallVec<[&'a str; 2]> {
+    let mut offline = SmallVec::new();
     for user in audience {
         if except_user == Some(user.as_str()) {
             continue;
         }
-        for (conn, outbox) in presence.sessions_of(user) {
+        let sessions = presence.sessions_of(user);
+        if sessions.is_empty() {
+            offline.push(user.as_str());
+        }
+        for (conn, outbox) in sessions {
             if !room.members.contains_key(&conn)
                 && outbox.push(frame.clone(), entered) == Push::Overflow
             {
@@ -680,29 +692,26 @@ fn deliver_to_audience(
             }
         }
     }
+    offline
 }
 
-/// A push job for each participant other than the sender with no open session.
-fn offline_jobs(presence: &Presence, audience: &[String], msg: &ChatMessage) -> Vec<PushJob> {
-    audience
-        .iter()
-        .filter(|u| **u != msg.user_id && !presence.is_online(u))
-        .map(|u| PushJob {
-            user_id: u.clone(),
-            conversation_id: msg.room_id.clone(),
-            message_id: msg.message_id,
-            sender_id: msg.user_id.clone(),
-            sender_name: msg.username.clone(),
-            message_type: msg.message_type,
-            encrypted: msg.encrypted,
-            // Ciphertext means nothing to a notification.
-            preview: if msg.encrypted {
-                String::new()
-            } else {
-                msg.content.chars().take(100).collect()
-            },
-        })
-        .collect()
+/// The push job for `msg`, addressed to nobody yet (`user_id` is set per recipient).
+fn push_job_for(msg: &ChatMessage) -> PushJob {
+    PushJob {
+        user_id: String::new(),
+        conversation_id: msg.room_id.clone(),
+        message_id: msg.message_id,
+        sender_id: msg.user_id.clone(),
+        sender_name: msg.username.clone(),
+        message_type: msg.message_type,
+        encrypted: msg.encrypted,
+        // Ciphertext means nothing to a notification.
+        preview: if msg.encrypted {
+            String::new()
+        } else {
+            msg.content.chars().take(100).collect()
+        },
+    }
 }
 
 /// Live frames held for one recovering member before it counts as a slow consumer.

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use roomcast_engine::clock::{parse_rfc3339_ms, rfc3339_ms};
 use roomcast_engine::ids::{MessageId, first_id_at};
 use roomcast_engine::protocol::{ChatMessage, validate_room_id};
-use roomcast_engine::{ClientError, ErrorCode, PageQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -140,28 +139,10 @@ pub(crate) async fn room_history(
             }
         },
     };
-    let query = PageQuery {
-        before: bound("before", params.before.as_deref(), false)?,
-        after: bound("after", params.after.as_deref(), true)?,
-        limit: limit + 1,
-    };
-    let mut page = app.engine.history(&room_id, query).await.map_err(|e| {
-        tracing::warn!(error = %e, "history read failed");
-        ApiError::Client(ClientError::new(
-            ErrorCode::StoreUnavailable,
-            "history is unavailable; retry",
-        ))
-    })?;
-    let has_more = page.len() > limit;
-    if has_more {
-        // One extra row was read to learn whether another page exists; drop it from the
-        // far end of the walk direction.
-        if query.before.is_none() && query.after.is_some() {
-            page.pop();
-        } else {
-            page.remove(0);
-        }
-    }
+    let before = bound("before", params.before.as_deref(), false)?;
+    let after = bound("after", params.after.as_deref(), true)?;
+    let (page, has_more) =
+        crate::api::conversations::read_page(&app, &room_id, before, after, limit).await?;
     Ok(Json(RoomHistoryPage {
         room_id,
         messages: page.into_iter().map(RoomMessage::from).collect(),
@@ -211,12 +192,6 @@ pub(crate) async fn audit_log(
         .store()
         .audit_page(after, limit)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "audit read failed");
-            ApiError::Client(ClientError::new(
-                ErrorCode::StoreUnavailable,
-                "the audit log is unavailable; retry",
-            ))
-        })?;
+        .map_err(crate::api::store_err)?;
     Ok(Json(AuditPage { entries }).into_response())
 }

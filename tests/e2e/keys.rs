@@ -2,31 +2,10 @@
 //! encodes keys, fetches only between users who share a conversation, one-time
 //! pre-keys handed out exactly once under 50 concurrent fetchers, and `prekeys_low`.
 
+use roomcast_engine::keys::encode_base64 as b64;
 use serde_json::{Value, json};
 
 use crate::support::Server;
-
-/// Standard base64 (padded), enough for test keys.
-fn b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
 
 /// A Curve25519 public key as libsignal serialises it (0x05 + 32 bytes).
 fn public_key(seed: u8) -> String {

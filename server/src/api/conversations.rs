@@ -128,14 +128,19 @@ pub(crate) async fn create(
         .create_conversation(conv)
         .await
         .map_err(super::store_err)?;
-    let state = app
-        .engine
-        .store()
-        .membership(&conv.id, &me)
-        .await
-        .map_err(store_err)?
-        .map(|(_, s)| s)
-        .unwrap_or_default();
+    // A new conversation's members start with the default state; an existing one's
+    // caller may have archived it or read in it.
+    let state = if created {
+        MemberState::default()
+    } else {
+        app.engine
+            .store()
+            .membership(&conv.id, &me)
+            .await
+            .map_err(store_err)?
+            .map(|(_, s)| s)
+            .unwrap_or_default()
+    };
     if created {
         let frame = encode_event(
             "conversation_created",
@@ -374,7 +379,7 @@ const UNREAD_SCAN_PAGES: usize = 50;
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnreadPage {
     pub conversation_id: String,
-    #[serde(serialize_with = "super::opt_id_str")]
+    #[serde(serialize_with = "roomcast_engine::protocol::opt_id_str")]
     #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     /// Unread messages from others (counted up to 1000).

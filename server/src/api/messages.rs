@@ -139,20 +139,11 @@ async fn locate(
     Ok((conv, msg))
 }
 
-/// The message `raw_id` and its conversation, if the caller participates in it.
-async fn message_for(
-    app: &AppState,
-    raw_id: &str,
-    user_id: &str,
-) -> Result<(Conversation, ChatMessage), ApiError> {
-    locate(app, raw_id, Some(user_id)).await
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ReadMarker {
     pub conversation_id: String,
-    #[serde(serialize_with = "super::opt_id_str")]
+    #[serde(serialize_with = "roomcast_engine::protocol::opt_id_str")]
     #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     /// False when the marker was already at or past this message.
@@ -168,7 +159,7 @@ pub(crate) async fn mark_read(
     PathParam(raw_id): PathParam<String>,
 ) -> Result<Json<ReadMarker>, ApiError> {
     let me = caller.id();
-    let (conv, msg) = message_for(&app, &raw_id, me).await?;
+    let (conv, msg) = locate(&app, &raw_id, Some(me)).await?;
     let (state, moved) = app
         .engine
         .store()
@@ -256,7 +247,7 @@ async fn react(
         validate_reaction(r).map_err(ApiError::Client)?;
     }
     let me = caller.id();
-    let (conv, msg) = message_for(&app, &raw_id, me).await?;
+    let (conv, msg) = locate(&app, &raw_id, Some(me)).await?;
     if msg.deleted {
         return Err(message_not_found());
     }

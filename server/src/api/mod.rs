@@ -260,7 +260,7 @@ pub(crate) fn message_id(raw: &str) -> Result<MessageId, ApiError> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageView {
-    #[serde(serialize_with = "id_str")]
+    #[serde(serialize_with = "roomcast_engine::protocol::id_str")]
     #[schema(value_type = String)]
     pub message_id: MessageId,
     pub conversation_id: String,
@@ -277,20 +277,6 @@ pub(crate) struct MessageView {
     pub client_msg_id: Option<String>,
     /// Server time (RFC 3339, milliseconds, UTC).
     pub timestamp: String,
-}
-
-pub(crate) fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
-}
-
-pub(crate) fn opt_id_str<S: serde::Serializer>(
-    id: &Option<MessageId>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => s.collect_str(id),
-        None => s.serialize_none(),
-    }
 }
 
 impl From<ChatMessage> for MessageView {
@@ -339,7 +325,10 @@ pub(crate) struct ConversationView {
     /// Messages from others after the caller's read marker (absent in admin views).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unread_count: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_id_str")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "roomcast_engine::protocol::opt_id_str"
+    )]
     #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     pub closed: Option<ClosedView>,
