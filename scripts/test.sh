@@ -10,13 +10,8 @@ cd "$(dirname "$0")/.."
 if [ "${ROOMCAST_SKIP_AUTOBAHN:-0}" != "1" ]; then
   wstest="${WSTEST:-/opt/autobahn/bin/wstest}"
   if ! [ -x "$wstest" ] || ! "$wstest" -a >/dev/null 2>&1; then
-    installer="../shared/tools/autobahn/install.sh"
-    if ! [ -f "$installer" ]; then
-      echo "scripts/test.sh: $installer not found; set ROOMCAST_SKIP_AUTOBAHN=1 to run without the conformance suite" >&2
-      exit 2
-    fi
-    echo "scripts/test.sh: installing the Autobahn|Testsuite"
-    bash "$installer" >/tmp/roomcast-autobahn-install.log 2>&1 || { tail -50 /tmp/roomcast-autobahn-install.log; exit 1; }
+    echo "scripts/test.sh: installing the Autobahn|Testsuite (scripts/autobahn/install.sh)"
+    bash scripts/autobahn/install.sh >/tmp/roomcast-autobahn-install.log 2>&1 || { tail -50 /tmp/roomcast-autobahn-install.log; exit 1; }
   fi
 fi
 
@@ -35,5 +30,19 @@ if [ "${ROOMCAST_SKIP_SCHEMATHESIS:-0}" != "1" ] && ! [ -x target/tools-venv/bin
   { python3 -m venv target/tools-venv && target/tools-venv/bin/pip install -q "schemathesis==4.32.5"; } \
     >/tmp/roomcast-schemathesis-install.log 2>&1 || { tail -30 /tmp/roomcast-schemathesis-install.log; exit 1; }
 fi
+
+# Formatting and lints are part of the suite: a missing tool is a failure, said plainly.
+if ! cargo fmt --version >/dev/null 2>&1; then
+  echo "scripts/test.sh: rustfmt is not installed for this toolchain; cannot check formatting" >&2
+  exit 2
+fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+  echo "scripts/test.sh: clippy is not installed for this toolchain; cannot run lints" >&2
+  exit 2
+fi
+echo "scripts/test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "scripts/test.sh: cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 cargo test --workspace --all-targets

@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use roomcast_engine::Outbox;
+use roomcast_engine::message::ChatMessage;
 use roomcast_engine::outbox::Batch;
-use roomcast_engine::protocol::{ChatMessage, encode_message, parse_client_frame};
+use roomcast_engine::protocol::{encode_message, parse_client_frame};
 
 fn msg() -> ChatMessage {
     ChatMessage {
         message_id: roomcast_engine::ids::first_id_at(1_800_000_000_000) + 7,
+        seq: 7,
         room_id: "general".into(),
         user_id: "user-123".into(),
         username: "john_doe".into(),
@@ -70,7 +72,7 @@ fn checks(c: &mut Criterion) {
         let mut i = 0usize;
         b.iter(|| {
             i = (i + 1) & 1023;
-            roomcast_engine::engine::stable_hash(&rooms[i]) % 2
+            roomcast_engine::ids::room_hash(&rooms[i]) % 2
         })
     });
     let limits =

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use roomcast_engine::history::conformance::message;
-use roomcast_engine::history::{HistoryStore, PageQuery, WriteBatch};
-use roomcast_engine::protocol::ChatMessage;
+use roomcast_engine::message::ChatMessage;
+use roomcast_engine::store::conformance::message;
+use roomcast_engine::store::{HistoryStore, PageQuery, WriteBatch};
 
 const BATCH: usize = 64;
 const ROOM_SIZE: u64 = 10_000;

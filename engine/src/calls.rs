@@ -15,10 +15,7 @@
 //! stored state, so racing requests (double accept, accept after end) see exactly one
 //! winner.
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-
-use crate::history::StoreError;
 
 /// Every call id starts with this.
 pub const CALL_PREFIX: &str = "call_";
@@ -179,28 +176,6 @@ pub enum TransitionError {
 pub enum StartError {
     /// This user (caller or callee) is already in a live call.
     Busy { user_id: String },
-}
-
-/// Keeps calls. Contract (checked by `conformance::run_calls`):
-/// - `start` stores a ringing call only if neither party has a live call, atomically
-///   (two concurrent calls involving the same user: one wins, the other is `Busy`).
-/// - `transition` is a compare-and-set: it applies only from the states the transition
-///   allows, and frees both parties when the call ends or is missed.
-/// - `live_call_of` returns the user's ringing or active call.
-/// - Calls survive a restart of the process (`ringing` ones included, so their ring
-///   timeout can be resumed).
-#[async_trait]
-pub trait CallStore: Send + Sync + 'static {
-    async fn start(&self, call: Call) -> Result<Result<Call, StartError>, StoreError>;
-    async fn call(&self, id: &str) -> Result<Option<Call>, StoreError>;
-    async fn live_call_of(&self, user_id: &str) -> Result<Option<Call>, StoreError>;
-    async fn transition(
-        &self,
-        id: &str,
-        t: Transition,
-    ) -> Result<Result<Call, TransitionError>, StoreError>;
-    /// Every ringing call (to resume ring timeouts after a restart).
-    async fn ringing_calls(&self) -> Result<Vec<Call>, StoreError>;
 }
 
 /// Applies `t` to `call` if its state allows; the pure core of every backend's

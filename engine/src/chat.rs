@@ -8,15 +8,11 @@
 //! room's, and its events reach every open session of every participant (joined or
 //! not; see `shard.rs`). Only participants may read, send or join it.
 
-use std::collections::BTreeMap;
-
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClientError, ErrorCode};
-use crate::history::{HistoryStore, StoreError};
 use crate::ids::MessageId;
-use crate::protocol::ChatMessage;
+use crate::message::{Attachment, MessageType};
 
 /// Every conversation id starts with this; public room ids may not.
 pub const CONVERSATION_PREFIX: &str = "conv_";
@@ -37,49 +33,6 @@ pub fn is_conversation(room_id: &str) -> bool {
 /// The conversation id for a fresh snowflake.
 pub fn conversation_id(id: u64) -> String {
     format!("{CONVERSATION_PREFIX}{id}")
-}
-
-/// What a message carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum MessageType {
-    #[default]
-    Text,
-    Image,
-    File,
-    /// Platform notices (admin sends without a sender, call summaries).
-    System,
-}
-
-impl MessageType {
-    pub fn is_text(&self) -> bool {
-        *self == MessageType::Text
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Image => "image",
-            Self::File => "file",
-            Self::System => "system",
-        }
-    }
-}
-
-/// Metadata of a file the client uploaded elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Attachment {
-    /// `https://` (or `http://`) URL, at most 2048 bytes.
-    pub url: String,
-    /// `type/subtype`, e.g. `image/jpeg`.
-    pub mime_type: String,
-    /// Size in bytes, 1 to 100 MiB.
-    pub size: u64,
-    /// File name shown to users, 1-255 characters.
-    pub name: String,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ClientError {
@@ -224,8 +177,8 @@ pub struct Conversation {
     pub last_activity_ms: u64,
     #[serde(
         default,
-        serialize_with = "crate::protocol::opt_id_str",
-        deserialize_with = "crate::protocol::opt_message_id"
+        serialize_with = "crate::message::opt_id_str",
+        deserialize_with = "crate::message::opt_message_id"
     )]
     pub last_message_id: Option<MessageId>,
     #[serde(default)]
@@ -323,8 +276,8 @@ pub struct MemberState {
     /// The newest message this member has read; only moves forward.
     #[serde(
         default,
-        serialize_with = "crate::protocol::opt_id_str",
-        deserialize_with = "crate::protocol::opt_message_id"
+        serialize_with = "crate::message::opt_id_str",
+        deserialize_with = "crate::message::opt_message_id"
     )]
     pub last_read_id: Option<MessageId>,
 }
@@ -342,102 +295,6 @@ pub enum MemberUpdate {
 pub enum ConversationUpdate {
     Close(Closure),
     Snooze(Snooze),
-}
-
-/// Reaction counts per reaction name, kept on the message.
-pub type ReactionCounts = BTreeMap<String, u32>;
-
-/// Persistence of the chat domain, next to (and in the same database as) the history.
-///
-/// Contract (checked by [`crate::history::conformance::run_chat`]):
-/// - `create_conversation` of a direct conversation between two users who already have
-///   one returns that one (`created == false`), atomically: concurrent creates of the
-///   same pair yield one conversation.
-/// - `HistoryStore::append` of a message to a conversation also updates its
-///   `last_message_id` and `last_activity_ms` in the same transaction.
-/// - `quiet_conversations` reads an index on last activity (oldest first) that holds
-///   only open (not closed) conversations; it never scans all conversations.
-/// - `update_member(ReadUpTo)` only moves the marker forward.
-/// - `set_reaction` keeps one reaction per user per message and the counts on the
-///   message (as `page` and `get` return it) equal to the per-user reactions.
-#[async_trait]
-pub trait ChatStore: HistoryStore {
-    /// Stores `conv` (and each participant's membership), or for a direct conversation
-    /// returns the pair's existing one. `(conversation, created)`.
-    async fn create_conversation(
-        &self,
-        conv: Conversation,
-    ) -> Result<(Conversation, bool), StoreError>;
-
-    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
-
-    /// The conversation and `user_id`'s state in it, if `user_id` is a participant.
-    async fn membership(
-        &self,
-        id: &str,
-        user_id: &str,
-    ) -> Result<Option<(Conversation, MemberState)>, StoreError>;
-
-    /// Every conversation `user_id` participates in, with their state, in no order.
-    async fn user_conversations(
-        &self,
-        user_id: &str,
-    ) -> Result<Vec<(Conversation, MemberState)>, StoreError>;
-
-    /// Applies `update`; `None` if `user_id` is not a participant. Returns the state after
-    /// and whether it changed.
-    async fn update_member(
-        &self,
-        id: &str,
-        user_id: &str,
-        update: MemberUpdate,
-    ) -> Result<Option<(MemberState, bool)>, StoreError>;
-
-    /// Applies an admin change; `None` for an unknown conversation.
-    async fn update_conversation(
-        &self,
-        id: &str,
-        update: ConversationUpdate,
-    ) -> Result<Option<Conversation>, StoreError>;
-
-    /// Open conversations whose last activity is before `inactive_since_ms`, least
-    /// recently active first, at most `limit`.
-    async fn quiet_conversations(
-        &self,
-        inactive_since_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<Conversation>, StoreError>;
-
-    /// The room a message id belongs to.
-    async fn locate_message(&self, id: MessageId) -> Result<Option<String>, StoreError>;
-
-    /// Sets (`Some`) or removes (`None`) `user_id`'s reaction on a message. Returns the
-    /// message with its new counts, `None` if there is no such message.
-    async fn set_reaction(
-        &self,
-        room_id: &str,
-        id: MessageId,
-        user_id: &str,
-        reaction: Option<&str>,
-    ) -> Result<Option<ChatMessage>, StoreError>;
-
-    /// `user_id`'s current reaction on a message.
-    async fn reaction_of(
-        &self,
-        room_id: &str,
-        id: MessageId,
-        user_id: &str,
-    ) -> Result<Option<String>, StoreError>;
-
-    /// Messages in `room_id` after `after` not sent by `user_id` and not deleted,
-    /// counting at most `cap` (and looking at no more than `10 * cap` messages).
-    async fn count_unread(
-        &self,
-        room_id: &str,
-        after: Option<MessageId>,
-        user_id: &str,
-        cap: usize,
-    ) -> Result<usize, StoreError>;
 }
 
 #[cfg(test)]

@@ -1,73 +1,30 @@
-//! The [`Engine`]: the shard router and the node-wide services (history writer,
-//! presence, rate limits, moderation, connection registry) behind one cheap handle.
-//! The server creates one at start-up and a [`Session`] per connection.
+//! The [`Engine`]: the wiring of one node. It starts the shard tasks, the history
+//! writer, the bus and the presence task, and holds the node-wide services (sessions,
+//! presence, rate limits, moderation, stores) behind one cheap handle. The server
+//! creates one at start-up and a [`Session`] per connection (`Session::open`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::chat::{Attachment, ChatStore, Conversation, MessageType, validate_attachments};
+use crate::bus::{Bus, Envelope, Inbound, LocalBus, RoomEvent, UserFrame};
+use crate::chat::Conversation;
 use crate::clock::now_unix_ms;
 use crate::disconnect::Disconnect;
 use crate::error::{ClientError, ErrorCode};
-use crate::history::AuditEntry;
-use crate::history::writer::HistoryWriter;
-use crate::history::writer::{AckTo, Acked};
-use crate::history::{HistoryStore, PageQuery, StoreError};
-use crate::ids::{IdGenerator, MAX_SHARDS, MessageId};
+use crate::ids::{IdGenerator, MAX_SHARDS, MessageId, room_hash};
+use crate::message::ChatMessage;
 use crate::metrics as m;
-use crate::moderation::Verdict;
 use crate::moderation::{ModerationConfig, Moderator};
-use crate::outbox::Outbox;
-use crate::presence::Presence;
-use crate::protocol::ChatMessage;
+use crate::presence::{MemoryPresence, Presence, UserStatus};
 use crate::ratelimit::{RateLimitConfig, RateLimits};
-use crate::session::Session;
-use crate::shard::{ConnId, Publish, PushJob, Shard, ShardCmd, ShardConfig, ShardDeps, UserInfo};
-
-/// A message from outside a socket: see [`Engine::send`].
-#[derive(Debug)]
-pub struct SendRequest {
-    pub conversation: Conversation,
-    pub sender: Arc<UserInfo>,
-    pub content: String,
-    pub message_type: MessageType,
-    pub attachments: Vec<Attachment>,
-    pub client_msg_id: Option<String>,
-    /// An administrator's send: passes a snooze (never a closure) and the per-user
-    /// message rate limit (moderation still applies).
-    pub admin: bool,
-    /// End-to-end encrypted content: not moderated, at most `MAX_ENCRYPTED_BYTES`.
-    pub encrypted: bool,
-}
-
-/// Largest end-to-end encrypted content (ciphertext is longer than its plaintext, and
-/// `MAX_MESSAGE_LENGTH` counts plaintext characters).
-pub const MAX_ENCRYPTED_BYTES: usize = 16 * 1024;
-
-/// Which of [`Engine::prepare`]'s checks apply to a message.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Checks {
-    /// Empty content is fine (a message of attachments).
-    pub allow_empty: bool,
-    /// The sender's message rate limit (off for admin sends).
-    pub rate_limited: bool,
-    /// Moderation (off for end-to-end encrypted content).
-    pub moderated: bool,
-}
-
-/// The outcome of [`Engine::prepare`].
-pub(crate) enum Prepared {
-    /// Go ahead with this (possibly masked) content and moderation audit.
-    Fresh {
-        content: String,
-        audit: Option<(&'static str, String)>,
-    },
-    /// Already stored under this message.
-    Duplicate(ChatMessage),
-}
+use crate::sessions::SessionRegistry;
+use crate::shard::{Publish, PushJob, Shard, ShardCmd, ShardConfig, ShardDeps};
+use crate::store::writer::HistoryWriter;
+use crate::store::{ChatStore, PageQuery, StoreError, Stores};
 
 /// Engine settings (the server fills them from the environment).
 #[derive(Debug, Clone)]
@@ -93,6 +50,8 @@ pub struct EngineConfig {
     /// Push notification jobs queued for the webhook before new ones are dropped; 0
     /// turns push notifications off.
     pub push_queue: usize,
+    /// Positions (last `seq`) of rooms nobody is in, remembered per shard.
+    pub idle_positions: usize,
 }
 
 impl Default for EngineConfig {
@@ -111,22 +70,27 @@ impl Default for EngineConfig {
             rate: RateLimitConfig::default(),
             moderation: ModerationConfig::default(),
             push_queue: 0,
+            idle_positions: 65_536,
         }
     }
 }
 
 pub(crate) struct Inner {
     pub(crate) cfg: EngineConfig,
+    /// Each shard's command queue (see `shard`); index = `room_hash(room) % len`.
     pub(crate) shards: Vec<flume::Sender<ShardCmd>>,
     pub(crate) writer: HistoryWriter,
-    pub(crate) store: Arc<dyn ChatStore>,
+    pub(crate) stores: Stores,
     pub(crate) limits: RateLimits,
     pub(crate) moderator: Moderator,
-    pub(crate) presence: Arc<Presence>,
-    /// Open connections' outboxes, for closing them all at shutdown.
-    pub(crate) conns: Mutex<HashMap<ConnId, Arc<Outbox>>>,
-    next_conn: AtomicU64,
-    pub(crate) audit_ids: Arc<Mutex<IdGenerator>>,
+    pub(crate) sessions: Arc<SessionRegistry>,
+    pub(crate) presence: Arc<dyn Presence>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) next_conn: AtomicU64,
+    /// Ids of everything that is not a message (audit entries, conversations, calls):
+    /// one generator on the shard id reserved for them, behind a mutex because it is
+    /// used off the hot path (a creation or a moderation action, not every message).
+    pub(crate) aux_ids: Arc<Mutex<IdGenerator>>,
 }
 
 /// A handle to the engine; clones share it.
@@ -152,77 +116,94 @@ pub struct EngineTasks {
     pub push: Option<flume::Receiver<PushJob>>,
 }
 
-/// FNV-1a: stable across builds and platforms (unlike `DefaultHasher`), so a room maps
-/// to the same shard on every node and every version.
-pub fn stable_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// The error every entry point answers once the engine's tasks have stopped.
+pub(crate) fn shutting_down() -> ClientError {
+    ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down")
 }
 
+/// Conversations whose participants hear a user's status changes, at most.
+const STATUS_PARTNER_CONVERSATIONS: usize = 1000;
+
 impl Engine {
-    /// Starts the shards and the history writer. Must run inside a tokio runtime.
-    pub fn start(
-        mut cfg: EngineConfig,
-        store: Arc<dyn ChatStore>,
-    ) -> Result<(Engine, EngineTasks), String> {
-        // The last shard id is reserved for audit-log ids.
+    /// Starts the shards, the history writer, the local bus and the presence task.
+    /// Must run inside a tokio runtime.
+    pub fn start(mut cfg: EngineConfig, stores: Stores) -> Result<(Engine, EngineTasks), String> {
+        // The last shard id is reserved for non-message ids.
         cfg.shards = cfg.shards.clamp(1, MAX_SHARDS - 1);
         let moderator = Moderator::new(cfg.moderation.clone())?;
-        let history: Arc<dyn HistoryStore> = store.clone();
-        let (writer, writer_task) =
-            HistoryWriter::spawn(history.clone(), cfg.writer_queue, cfg.writer_max_batch);
-        let presence = Arc::new(Presence::default());
+        let (writer, writer_task) = HistoryWriter::spawn(
+            stores.history.clone(),
+            cfg.writer_queue,
+            cfg.writer_max_batch,
+        );
+        let sessions = Arc::new(SessionRegistry::default());
+        let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
         let (push_tx, push_rx) = if cfg.push_queue > 0 {
             let (tx, rx) = flume::bounded(cfg.push_queue);
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        let audit_ids = Arc::new(Mutex::new(IdGenerator::new(
+        let aux_ids = Arc::new(Mutex::new(IdGenerator::new(
             cfg.node_id,
             (MAX_SHARDS - 1) as u16,
             now_unix_ms(),
         )));
+        // The queues first: the bus delivers into the shards' inbound queues, and the
+        // shards publish on the bus.
+        let commands: Vec<_> = (0..cfg.shards)
+            .map(|_| flume::bounded::<ShardCmd>(cfg.shard_queue))
+            .collect();
+        let inbound: Vec<_> = (0..cfg.shards)
+            .map(|_| flume::bounded::<Envelope>(cfg.shard_queue))
+            .collect();
+        let inbound_tx: Arc<[flume::Sender<Envelope>]> =
+            inbound.iter().map(|(tx, _)| tx.clone()).collect();
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(Inbound::new(inbound_tx, sessions.clone())));
         let mut shards = Vec::with_capacity(cfg.shards);
         let mut shard_tasks = Vec::with_capacity(cfg.shards);
-        for index in 0..cfg.shards {
+        for (index, (cmd, (_, inbound_rx))) in commands.into_iter().zip(inbound).enumerate() {
             let shard_cfg = ShardConfig {
                 index,
                 node_id: cfg.node_id,
                 recovery_max_messages: cfg.recovery_max_messages,
                 dedupe_window: cfg.dedupe_window,
+                idle_positions: cfg.idle_positions,
             };
             let deps = ShardDeps {
                 writer: writer.clone(),
-                store: history.clone(),
-                audit_ids: audit_ids.clone(),
+                store: stores.history.clone(),
+                aux_ids: aux_ids.clone(),
+                sessions: sessions.clone(),
                 presence: presence.clone(),
+                bus: bus.clone(),
                 push: push_tx.clone(),
             };
-            let (tx, task) = Shard::spawn(shard_cfg, cfg.shard_queue, deps);
-            shards.push(tx);
-            shard_tasks.push(task);
+            shards.push(cmd.0.clone());
+            shard_tasks.push(Shard::spawn(shard_cfg, cmd, inbound_rx, deps));
         }
         let inner = Inner {
             limits: RateLimits::new(&cfg.rate),
             cfg,
             shards,
             writer,
-            store,
+            stores,
             moderator,
+            sessions,
             presence,
-            conns: Mutex::new(HashMap::new()),
+            bus,
             next_conn: AtomicU64::new(1),
-            audit_ids,
+            aux_ids,
         };
+        let engine = Engine {
+            inner: Arc::new(inner),
+        };
+        tokio::spawn(presence_task(
+            Arc::downgrade(&engine.inner),
+            engine.inner.presence.changes(),
+        ));
         Ok((
-            Engine {
-                inner: Arc::new(inner),
-            },
+            engine,
             EngineTasks {
                 writer: writer_task,
                 shards: shard_tasks,
@@ -234,7 +215,7 @@ impl Engine {
     /// A fresh node-unique, time-ordered id (conversations, calls): same scheme as
     /// message ids, from the generator reserved for non-message ids.
     pub fn next_id(&self) -> u64 {
-        self.inner.audit_ids.lock().next(now_unix_ms())
+        self.inner.aux_ids.lock().next(now_unix_ms())
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -243,223 +224,48 @@ impl Engine {
 
     /// The shard that owns `room_id`.
     pub fn shard_of(&self, room_id: &str) -> usize {
-        (stable_hash(room_id) % self.inner.shards.len() as u64) as usize
+        (room_hash(room_id) % self.inner.shards.len() as u64) as usize
     }
 
     pub(crate) fn shard(&self, room_id: &str) -> &flume::Sender<ShardCmd> {
         &self.inner.shards[self.shard_of(room_id)]
     }
 
-    /// Opens a session for an authenticated user. Fails when the user already has the
-    /// maximum number of connections.
-    pub fn connect(&self, user: UserInfo) -> Result<Session, ClientError> {
-        let max = self.inner.cfg.max_connections_per_user;
-        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.inner.cfg.outbox_max_bytes));
-        if self
-            .inner
-            .presence
-            .connect(&user.user_id, max, id, outbox.clone())
-            .is_err()
-        {
-            return Err(ClientError::new(
-                ErrorCode::TooManyConnections,
-                format!("a user may hold at most {max} connections"),
-            ));
-        }
-        self.inner.conns.lock().insert(id, outbox.clone());
-        metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        Ok(Session::new(self.clone(), id, Arc::new(user), outbox))
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Publishes a message that did not come from a socket (REST, system). The ack
     /// target in `p` is answered once it is durable.
     pub async fn publish(&self, p: Publish) -> Result<(), ClientError> {
-        let shard = self.shard(&p.room_id);
-        shard
+        self.shard(&p.room_id)
             .send_async(ShardCmd::Publish(Box::new(p)))
             .await
-            .map_err(|_| ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down"))
+            .map_err(|_| shutting_down())
     }
 
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
     }
 
-    pub fn presence(&self) -> &Presence {
-        &self.inner.presence
-    }
-
-    /// The store: history and the chat domain.
+    /// The chat store (conversations, members, reactions).
     pub fn store(&self) -> &Arc<dyn ChatStore> {
-        &self.inner.store
+        &self.inner.stores.chat
     }
 
-    /// Checks a message before it goes to a shard, the same for every entry point:
-    /// the sender's rate limit, moderation (or, for encrypted content, only its size),
-    /// and whether the store already holds this `clientMsgId` (a resend after a
-    /// restart). `checks` says which apply.
-    pub(crate) async fn prepare(
-        &self,
-        user: &UserInfo,
-        room_id: &str,
-        content: String,
-        client_msg_id: Option<&str>,
-        checks: Checks,
-    ) -> Result<Prepared, ClientError> {
-        let Checks {
-            allow_empty,
-            rate_limited,
-            moderated,
-        } = checks;
-        let with_ctx = |e: ClientError| e.in_room(room_id).for_client_msg(client_msg_id);
-        if rate_limited && let Err(wait_ms) = self.inner.limits.check_message(&user.user_id) {
-            metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
-            tracing::debug!(user_id = %user.user_id, wait_ms, "message rate limit exceeded");
-            return Err(with_ctx(
-                ClientError::new(ErrorCode::RateLimited, "too many messages; slow down")
-                    .retry_after(wait_ms),
-            ));
-        }
-        let (content, audit) = if !moderated {
-            // End-to-end encrypted: opaque, so only its size and presence are checked.
-            if content.is_empty() && !allow_empty {
-                return Err(with_ctx(
-                    ClientError::new(ErrorCode::EmptyMessage, "message must not be empty")
-                        .on_field("message"),
-                ));
-            }
-            if content.len() > MAX_ENCRYPTED_BYTES {
-                return Err(with_ctx(ClientError::new(
-                    ErrorCode::MessageTooLong,
-                    format!("encrypted content is at most {MAX_ENCRYPTED_BYTES} bytes"),
-                )));
-            }
-            (content, None)
-        } else if allow_empty && content.trim().is_empty() {
-            (content, None)
-        } else {
-            match self.inner.moderator.check(&content) {
-                Ok(Verdict::Pass(_)) => (content, None),
-                Ok(Verdict::Masked { content, words }) => {
-                    metrics::counter!(m::MODERATION_ACTIONS, "action" => "masked").increment(1);
-                    (
-                        content,
-                        Some(("masked", format!("{words} blocked word(s) masked"))),
-                    )
-                }
-                Err(e) => {
-                    if e.code == ErrorCode::MessageBlocked {
-                        metrics::counter!(m::MODERATION_ACTIONS, "action" => "rejected")
-                            .increment(1);
-                        self.audit_rejection(&user.user_id, room_id).await;
-                    }
-                    return Err(with_ctx(e));
-                }
-            }
-        };
-        if let Some(cid) = client_msg_id {
-            match self.find_client_msg(room_id, &user.user_id, cid).await {
-                Ok(Some(original)) => {
-                    metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-                    return Ok(Prepared::Duplicate(ChatMessage::reference(
-                        original,
-                        room_id.to_owned(),
-                        user.user_id.clone(),
-                        user.username.clone(),
-                        Some(cid.to_owned()),
-                    )));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "clientMsgId lookup failed");
-                    return Err(with_ctx(ClientError::new(
-                        ErrorCode::StoreUnavailable,
-                        "history is unavailable; retry",
-                    )));
-                }
-            }
-        }
-        Ok(Prepared::Fresh { content, audit })
+    /// Every store this node uses.
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
     }
 
-    async fn audit_rejection(&self, user_id: &str, room_id: &str) {
-        let id = self.inner.audit_ids.lock().next(now_unix_ms());
-        let entry = AuditEntry {
-            id,
-            at_ms: crate::ids::unix_ms_of(id),
-            action: "rejected".into(),
-            user_id: user_id.to_owned(),
-            room_id: room_id.to_owned(),
-            message_id: None,
-            detail: "blocked words".into(),
-        };
-        self.inner.writer.audit(entry).await;
-    }
-
-    /// Sends a message to a conversation on behalf of `req.sender` (REST, admin and
-    /// system sends) through the same checks and shard as a socket's message, and
-    /// returns once it is durable. The caller has established that the sender may
-    /// post to `req.conversation` (a participant, or an administrator).
-    pub async fn send(&self, req: SendRequest) -> Result<Acked, ClientError> {
-        let conv = &req.conversation;
-        validate_attachments(req.message_type, &req.content, &req.attachments)?;
-        if let Some(cid) = req.client_msg_id.as_deref() {
-            crate::protocol::validate_client_msg_id(cid)?;
-        }
-        let now = now_unix_ms();
-        conv.check_send(now, req.admin)?;
-        let allow_empty = !req.attachments.is_empty();
-        let content = match self
-            .prepare(
-                &req.sender,
-                &conv.id,
-                req.content,
-                req.client_msg_id.as_deref(),
-                Checks {
-                    allow_empty,
-                    rate_limited: !req.admin,
-                    moderated: !req.encrypted,
-                },
-            )
-            .await?
-        {
-            Prepared::Duplicate(message) => {
-                return Ok(Acked {
-                    message,
-                    duplicate: true,
-                });
-            }
-            Prepared::Fresh { content, audit } => (content, audit),
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let publish = Publish {
-            client_msg_id: req.client_msg_id,
-            audit: content.1,
-            message_type: req.message_type,
-            attachments: req.attachments,
-            audience: Some(conv.participant_ids.clone().into()),
-            notify_offline: conv.snoozed_at(now).is_none(),
-            encrypted: req.encrypted,
-            ..Publish::text(conv.id.clone(), req.sender, content.0, AckTo::Reply(tx))
-        };
-        self.publish(publish).await?;
-        rx.await
-            .map_err(|_| ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down"))?
-    }
-
-    /// Sends a frame to every open session of `user_id` on this node (call signalling,
-    /// key directory notices); returns how many sessions got it.
-    pub fn notify_user(&self, user_id: &str, kind: &'static str, frame: &bytes::Bytes) -> usize {
+    /// Sends a frame to every open session of `user_id`, wherever it is connected
+    /// (through the bus, as a user envelope).
+    pub fn notify_user(&self, user_id: &str, kind: &'static str, frame: &Bytes) {
         metrics::counter!(m::CHAT_EVENTS, "type" => kind).increment(1);
-        let now = std::time::Instant::now();
-        let sessions = self.inner.presence.sessions_of(user_id);
-        for (_, outbox) in &sessions {
-            if outbox.push(frame.clone(), now) == crate::outbox::Push::Overflow {
-                metrics::counter!(m::SLOW_CONSUMERS).increment(1);
-            }
-        }
-        sessions.len()
+        self.inner.bus.publish(Envelope::User(UserFrame {
+            user_id: user_id.to_owned(),
+            frame: frame.clone(),
+        }));
     }
 
     /// Sends a chat event frame to a conversation's participants (every open session)
@@ -469,31 +275,58 @@ impl Engine {
         &self,
         conv: &Conversation,
         kind: &'static str,
-        frame: bytes::Bytes,
+        frame: Bytes,
         except_user: Option<&str>,
     ) -> Result<(), ClientError> {
         metrics::counter!(m::CHAT_EVENTS, "type" => kind).increment(1);
-        self.shard(&conv.id)
-            .send_async(ShardCmd::Event {
+        self.inner
+            .bus
+            .publish(Envelope::RoomEvent(Box::new(RoomEvent {
                 room_id: conv.id.clone(),
                 frame,
-                audience: conv.participant_ids.clone().into(),
+                audience: Some(conv.participant_ids.clone().into()),
                 except_user: except_user.map(str::to_owned),
-            })
-            .await
-            .map_err(|_| ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down"))
+                entered: Instant::now(),
+            })));
+        Ok(())
     }
 
-    /// Reads a page of a room's history (see [`HistoryStore::page`]), timed.
+    /// Reads a page of a room's history (see [`crate::store::HistoryStore::page`]), timed.
     pub async fn history(
         &self,
         room_id: &str,
         query: PageQuery,
     ) -> Result<Vec<ChatMessage>, StoreError> {
-        let started = std::time::Instant::now();
-        let page = self.inner.store.page(room_id, query).await;
+        let started = Instant::now();
+        let page = self.inner.stores.history.page(room_id, query).await;
         metrics::histogram!(m::STORE_READ_SECONDS).record(started.elapsed().as_secs_f64());
         page
+    }
+
+    /// One page of a room's history with whether more lies beyond it: reads `limit + 1`
+    /// and drops the extra from the far end (the oldest, unless paging forward with only
+    /// `after`).
+    pub async fn history_page(&self, room_id: &str, query: PageQuery) -> Result<Page, StoreError> {
+        let limit = query.limit;
+        let forward = query.after.is_some() && query.before.is_none();
+        let mut messages = self
+            .history(
+                room_id,
+                PageQuery {
+                    limit: limit + 1,
+                    ..query
+                },
+            )
+            .await?;
+        let has_more = messages.len() > limit;
+        if has_more {
+            if forward {
+                messages.truncate(limit);
+            } else {
+                messages.drain(..messages.len() - limit);
+            }
+        }
+        Ok(Page { messages, has_more })
     }
 
     /// The newest message id the store has for `(room, user, clientMsgId)`.
@@ -504,20 +337,20 @@ impl Engine {
         cid: &str,
     ) -> Result<Option<MessageId>, StoreError> {
         self.inner
-            .store
+            .stores
+            .history
             .find_client_msg(room_id, user_id, cid)
             .await
     }
 
     /// Open connections on this node.
     pub fn connection_count(&self) -> usize {
-        self.inner.conns.lock().len()
+        self.inner.sessions.len()
     }
 
     /// Asks every open connection to close; returns how many were asked.
     pub fn close_all(&self, reason: Disconnect) -> usize {
-        let conns: Vec<Arc<Outbox>> = self.inner.conns.lock().values().cloned().collect();
-        conns.iter().filter(|o| o.close(reason)).count()
+        self.inner.sessions.close_all(reason)
     }
 
     /// Resolves once every message handed to the history writer so far is durable.
@@ -528,5 +361,122 @@ impl Engine {
     /// Ops waiting for the history writer.
     pub fn writer_queue_len(&self) -> usize {
         self.inner.writer.queued()
+    }
+
+    /// Users `user_id` shares a conversation with (bounded).
+    pub async fn partners_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let convs = self.inner.stores.chat.user_conversations(user_id).await?;
+        let mut partners: Vec<String> = convs
+            .into_iter()
+            .take(STATUS_PARTNER_CONVERSATIONS)
+            .flat_map(|(c, _)| c.participant_ids)
+            .filter(|p| p != user_id)
+            .collect();
+        partners.sort_unstable();
+        partners.dedup();
+        Ok(partners)
+    }
+
+    /// Whether `user_id`'s status is visible to `caller`: themselves, a conversation
+    /// partner, or (over a socket) someone present in a room the caller's connection
+    /// has joined. Everyone else gets the answer of an unknown user.
+    pub async fn status_visible(
+        &self,
+        caller: &str,
+        user_id: &str,
+        rooms: &[String],
+    ) -> Result<bool, StoreError> {
+        if caller == user_id {
+            return Ok(true);
+        }
+        if self.partners_of(caller).await?.iter().any(|p| p == user_id) {
+            return Ok(true);
+        }
+        for room in rooms {
+            if self.room_users(room).await.iter().any(|u| u == user_id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A user's status as `caller` may see it (see [`Engine::status_visible`]).
+    pub async fn user_status(
+        &self,
+        caller: &str,
+        user_id: &str,
+        rooms: &[String],
+    ) -> Result<UserStatus, StoreError> {
+        if self.status_visible(caller, user_id, rooms).await? {
+            Ok(self.inner.presence.status(user_id))
+        } else {
+            Ok(UserStatus::default())
+        }
+    }
+
+    /// The users present in a room on this node (members of its shard's room).
+    pub async fn room_users(&self, room_id: &str) -> Vec<String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let cmd = ShardCmd::RoomUsers {
+            room_id: room_id.to_owned(),
+            reply,
+        };
+        if self.shard(room_id).send_async(cmd).await.is_err() {
+            return Vec::new();
+        }
+        let mut users = rx.await.unwrap_or_default();
+        users.sort_unstable();
+        users
+    }
+
+    /// Which of `users` are online.
+    pub fn online_among(&self, users: &[String]) -> Vec<String> {
+        users
+            .iter()
+            .filter(|u| self.inner.presence.is_online(u))
+            .cloned()
+            .collect()
+    }
+
+    /// The presence service (cluster-wide online and last seen).
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.inner.presence
+    }
+}
+
+/// A page of history (see [`Engine::history_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub messages: Vec<ChatMessage>,
+    pub has_more: bool,
+}
+
+/// Turns each presence change into a `user_status` frame for the user's conversation
+/// partners (every session of theirs, through the bus). Ends with the engine.
+async fn presence_task(
+    inner: std::sync::Weak<Inner>,
+    changes: flume::Receiver<crate::presence::PresenceChange>,
+) {
+    while let Ok(change) = changes.recv_async().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let engine = Engine { inner };
+        let partners = match engine.partners_of(&change.user_id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence: partner lookup failed");
+                continue;
+            }
+        };
+        let status = UserStatus {
+            online: change.online,
+            last_seen_ms: (!change.online).then_some(change.at_ms),
+        };
+        let frame = crate::protocol::encode_user_status(&change.user_id, status);
+        for partner in partners {
+            engine.inner.bus.publish(Envelope::User(UserFrame {
+                user_id: partner,
+                frame: frame.clone(),
+            }));
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! e.g. ScyllaDB `bigint`) | 41 bits of milliseconds since [`EPOCH_MS`] (69 years) |
 //! 8 bits node id | 5 bits shard id | 9 bits sequence (512 ids per millisecond per shard).
 //!
-//! A generator belongs to exactly one shard task, so it needs no synchronisation. Ids from
+//! A shard's generator belongs to its task alone, so it needs no lock; the one for
+//! non-message ids is shared behind a mutex (see `engine.rs`). Ids from
 //! one generator strictly increase even if the wall clock steps back: the generator keeps
 //! its own notion of "current millisecond" and borrows from the future when a millisecond's
 //! sequence space is used up.
@@ -85,6 +86,21 @@ impl IdGenerator {
     pub fn high_water(&self) -> MessageId {
         compose(self.last_ms, self.node, self.shard, self.seq)
     }
+}
+
+/// A connection's id, unique per node (never reused while the process runs).
+pub type ConnId = u64;
+
+/// FNV-1a of a room id: stable across builds and platforms (unlike `DefaultHasher`), so
+/// a room maps to the same shard on every node and every version. Also stripes the
+/// session registry by user id.
+pub fn room_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]

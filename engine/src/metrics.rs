@@ -38,6 +38,10 @@ pub const CALLS_FINISHED: &str = "roomcast_calls_finished_total";
 pub const VIDEO_TOKENS: &str = "roomcast_video_tokens_total";
 pub const PREKEYS_TAKEN: &str = "roomcast_prekeys_taken_total";
 pub const KEYS_UPLOADED: &str = "roomcast_keys_uploaded_total";
+pub const BUS_PUBLISHED: &str = "roomcast_bus_published_total";
+pub const BUS_INBOUND_DROPPED: &str = "roomcast_bus_inbound_dropped_total";
+pub const PRESENCE_UPDATES: &str = "roomcast_presence_updates_total";
+pub const ROOM_POSITION_LOADS: &str = "roomcast_room_position_loads_total";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -78,6 +82,22 @@ pub fn describe() {
         "Requests rejected for a missing or invalid token, by reason."
     );
     describe_counter!(MESSAGES_PUBLISHED, "Messages accepted for fan-out.");
+    describe_counter!(
+        BUS_PUBLISHED,
+        "Envelopes (messages, room events, user frames) handed to the bus, by backend."
+    );
+    describe_counter!(
+        BUS_INBOUND_DROPPED,
+        "Envelopes dropped because a shard's inbound queue was full."
+    );
+    describe_counter!(
+        PRESENCE_UPDATES,
+        "Users going online or offline (change=online|offline)."
+    );
+    describe_counter!(
+        ROOM_POSITION_LOADS,
+        "Reads of a room's last seq from the store before its first message (outcome=ok|failed)."
+    );
     describe_counter!(MESSAGES_DELIVERED, "Frames written to client sockets.");
     describe_counter!(MESSAGES_STORED, "Messages committed to history.");
     describe_counter!(

@@ -5,11 +5,11 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::chat::{Attachment, MessageType, ReactionCounts};
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::MessageId;
+use crate::message::{ChatMessage, id_str, opt_id_str, opt_message_id};
 
 /// The longest accepted room id, in bytes.
 pub const MAX_ROOM_ID_LEN: usize = 128;
@@ -41,6 +41,15 @@ pub enum ClientFrame {
     },
     /// Application-level keepalive; answered with `pong`.
     Ping,
+    /// `getOnlineUsers(roomId?)`: who is online in a room (or conversation), or, without
+    /// one, which of the caller's conversation partners are.
+    GetOnlineUsers {
+        room_id: Option<String>,
+    },
+    /// `getUserStatus(userId)`: online, and when last seen.
+    GetUserStatus {
+        user_id: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -78,30 +87,21 @@ struct LeaveIn {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct OnlineUsersIn {
+    room_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserStatusIn {
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct TypingIn {
     room_id: Option<String>,
     is_typing: bool,
-}
-
-/// Accepts a message id as a decimal string or a non-negative JSON integer.
-pub(crate) fn opt_message_id<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<MessageId>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw<'a> {
-        Num(u64),
-        #[serde(borrow)]
-        Str(Cow<'a, str>),
-    }
-    match Option::<Raw>::deserialize(d)? {
-        None => Ok(None),
-        Some(Raw::Num(n)) => Ok(Some(n)),
-        Some(Raw::Str(s)) => s
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom("a message id must be a decimal string")),
-    }
 }
 
 fn field_error(e: serde_json::Error) -> ClientError {
@@ -153,6 +153,18 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
             }
         }
         "ping" => ClientFrame::Ping,
+        "get_online_users" => {
+            let o: OnlineUsersIn = serde_json::from_str(text).map_err(field_error)?;
+            if let Some(room) = &o.room_id {
+                validate_room_id(room)?;
+            }
+            ClientFrame::GetOnlineUsers { room_id: o.room_id }
+        }
+        "get_user_status" => {
+            let u: UserStatusIn = serde_json::from_str(text).map_err(field_error)?;
+            validate_user_id(&u.user_id)?;
+            ClientFrame::GetUserStatus { user_id: u.user_id }
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(ClientError::new(
@@ -162,6 +174,26 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
         }
     };
     Ok(frame)
+}
+
+/// The longest accepted user id, in bytes.
+pub const MAX_USER_ID_LEN: usize = 128;
+
+/// Checks a user id named by a client: 1..=128 printable ASCII bytes (the rule tokens'
+/// subjects keep).
+pub fn validate_user_id(user_id: &str) -> Result<(), ClientError> {
+    if !user_id.is_empty()
+        && user_id.len() <= MAX_USER_ID_LEN
+        && user_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        Ok(())
+    } else {
+        Err(ClientError::new(
+            ErrorCode::InvalidField,
+            format!("userId must be 1-{MAX_USER_ID_LEN} printable ASCII characters"),
+        )
+        .on_field("userId"))
+    }
 }
 
 /// Checks a room id: 1..=128 bytes of `[A-Za-z0-9_.:@-]`.
@@ -194,77 +226,6 @@ pub fn validate_client_msg_id(id: &str) -> Result<(), ClientError> {
             format!("clientMsgId must be 1-{MAX_CLIENT_MSG_ID_LEN} printable ASCII characters"),
         ))
     }
-}
-
-/// Serialises a u64 id as a decimal string (ids exceed JavaScript's safe integers).
-pub fn id_str<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
-}
-
-/// A chat message as delivered and as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ChatMessage {
-    #[serde(serialize_with = "id_str", deserialize_with = "de_id")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub message_id: MessageId,
-    pub room_id: String,
-    pub user_id: String,
-    pub username: String,
-    pub content: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub client_msg_id: Option<String>,
-    /// True once the message is tombstoned: content is then empty.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub deleted: bool,
-    /// `text` (the default, not written), `image`, `file` or `system`.
-    #[serde(skip_serializing_if = "MessageType::is_text", default)]
-    pub message_type: MessageType,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub attachments: Vec<Attachment>,
-    /// Reaction counts by name; empty when none.
-    #[serde(skip_serializing_if = "ReactionCounts::is_empty", default)]
-    pub reactions: ReactionCounts,
-    /// End-to-end encrypted content (Signal protocol): opaque to the server.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub encrypted: bool,
-}
-
-impl ChatMessage {
-    /// A reference to an already published message, for answering a deduplicated
-    /// resend: the ids and sender, no content.
-    pub fn reference(
-        message_id: MessageId,
-        room_id: String,
-        user_id: String,
-        username: String,
-        client_msg_id: Option<String>,
-    ) -> Self {
-        Self {
-            message_id,
-            room_id,
-            user_id,
-            username,
-            content: String::new(),
-            client_msg_id,
-            deleted: false,
-            message_type: MessageType::Text,
-            attachments: Vec::new(),
-            reactions: ReactionCounts::new(),
-            encrypted: false,
-        }
-    }
-
-    /// Server time in Unix milliseconds: the time encoded in the id, so it is never stored
-    /// twice and always agrees with the order of ids.
-    pub fn timestamp_ms(&self) -> u64 {
-        crate::ids::unix_ms_of(self.message_id)
-    }
-}
-
-pub(crate) fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<MessageId, D::Error> {
-    opt_message_id(d)?.ok_or_else(|| serde::de::Error::custom("missing message id"))
 }
 
 #[derive(Serialize)]
@@ -311,6 +272,9 @@ struct AckOut<'a> {
     #[serde(serialize_with = "id_str")]
     message_id: MessageId,
     room_id: &'a str,
+    /// The message's `seq` (absent for a duplicate's reference, which has none).
+    #[serde(skip_serializing_if = "is_zero")]
+    seq: u64,
     timestamp: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
@@ -323,6 +287,7 @@ pub fn encode_ack(msg: &ChatMessage, duplicate: bool) -> Bytes {
         client_msg_id: msg.client_msg_id.as_deref(),
         message_id: msg.message_id,
         room_id: &msg.room_id,
+        seq: msg.seq,
         timestamp: crate::clock::rfc3339_ms(msg.timestamp_ms()),
         duplicate,
     })
@@ -381,14 +346,13 @@ struct RoomJoinedOut<'a> {
     member_count: usize,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_id_str")]
     last_message_id: Option<MessageId>,
+    /// The room's last `seq` as this node knows it (absent when it has not read it).
+    #[serde(skip_serializing_if = "is_zero")]
+    last_seq: u64,
 }
 
-/// [`id_str`] for an optional id (`null` when absent).
-pub fn opt_id_str<S: serde::Serializer>(id: &Option<MessageId>, s: S) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => id_str(id, s),
-        None => s.serialize_none(),
-    }
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `{"type":"room_joined","roomId","memberCount"}`.
@@ -396,12 +360,56 @@ pub fn encode_room_joined(
     room_id: &str,
     member_count: usize,
     last_message_id: Option<MessageId>,
+    last_seq: u64,
 ) -> Bytes {
     to_bytes(&RoomJoinedOut {
         kind: "room_joined",
         room_id,
         member_count,
         last_message_id,
+        last_seq,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OnlineUsersOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a str>,
+    users: &'a [String],
+}
+
+/// `{"type":"online_users","roomId"?,"users":[...]}`: the answer to `get_online_users`.
+pub fn encode_online_users(room_id: Option<&str>, users: &[String]) -> Bytes {
+    to_bytes(&OnlineUsersOut {
+        kind: "online_users",
+        room_id,
+        users,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserStatusOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_id: &'a str,
+    online: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<String>,
+}
+
+/// `{"type":"user_status","userId","online","lastSeen"?}`: the answer to
+/// `get_user_status`, and the event a conversation partner's sessions get when the user
+/// comes online or goes offline.
+pub fn encode_user_status(user_id: &str, status: crate::presence::UserStatus) -> Bytes {
+    to_bytes(&UserStatusOut {
+        kind: "user_status",
+        user_id,
+        online: status.online,
+        last_seen: status.last_seen_ms.map(crate::clock::rfc3339_ms),
     })
 }
 

@@ -14,14 +14,16 @@ use governor::DefaultDirectRateLimiter;
 
 use crate::chat::{Conversation, is_conversation};
 use crate::clock::now_unix_ms;
-use crate::engine::{Checks, Engine, Prepared};
+use crate::engine::{Engine, shutting_down};
 use crate::error::{ClientError, ErrorCode};
-use crate::history::writer::{AckTo, Acked};
-use crate::ids::MessageId;
+use crate::ids::{ConnId, MessageId};
 use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ClientFrame};
-use crate::shard::{ConnId, Publish, ShardCmd, UserInfo};
+use crate::publish::{Checks, Prepared};
+use crate::shard::{Join, Leave, Publish, ShardCmd, Typing};
+use crate::store::writer::{AckTo, Acked};
+use crate::user::UserInfo;
 
 /// One connection's state. Not `Clone`: exactly one per connection.
 pub struct Session {
@@ -45,22 +47,38 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(
-        engine: Engine,
-        id: ConnId,
-        user: Arc<UserInfo>,
-        outbox: Arc<Outbox>,
-    ) -> Self {
+    /// Opens a session for an authenticated user on this node: registers its outbox
+    /// with the node's sessions, and tells presence when it is the user's first here.
+    /// Fails when the user already holds the maximum number of connections.
+    pub fn open(engine: &Engine, user: UserInfo) -> Result<Session, ClientError> {
+        let inner = &engine.inner;
+        let max = inner.cfg.max_connections_per_user;
+        let id = engine.next_conn_id();
+        let outbox = Arc::new(Outbox::new(inner.cfg.outbox_max_bytes));
+        match inner.sessions.open(&user.user_id, max, id, outbox.clone()) {
+            Err(_) => {
+                return Err(ClientError::new(
+                    ErrorCode::TooManyConnections,
+                    format!("a user may hold at most {max} connections"),
+                ));
+            }
+            Ok(true) => {
+                inner.bus.subscribe_user(&user.user_id);
+                inner.presence.node_user_connected(&user.user_id);
+            }
+            Ok(false) => {}
+        }
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
         let typing = engine.limits().typing_limiter();
-        Self {
-            engine,
+        Ok(Self {
+            engine: engine.clone(),
             id,
-            user,
+            user: Arc::new(user),
             outbox,
             rooms: HashSet::new(),
             default_room: None,
             typing,
-        }
+        })
     }
 
     pub fn id(&self) -> ConnId {
@@ -106,14 +124,12 @@ impl Session {
                 self.outbox.push(protocol::encode_pong(), Instant::now());
                 Ok(())
             }
+            Ok(ClientFrame::GetOnlineUsers { room_id }) => self.online_users(room_id).await,
+            Ok(ClientFrame::GetUserStatus { user_id }) => self.user_status(&user_id).await,
         };
         if let Err(e) = result {
             self.send_error(&e);
         }
-    }
-
-    fn shutting_down() -> ClientError {
-        ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down")
     }
 
     /// Joins `room_id`; with `since`, replays what was missed after that id first.
@@ -136,19 +152,19 @@ impl Session {
         } else {
             None
         };
-        let cmd = ShardCmd::Join {
+        let cmd = ShardCmd::Join(Join {
             room_id: room_id.to_owned(),
             conn: self.id,
             user: self.user.clone(),
             outbox: self.outbox.clone(),
             since,
             audience,
-        };
+        });
         self.engine
             .shard(room_id)
             .send_async(cmd)
             .await
-            .map_err(|_| Self::shutting_down())?;
+            .map_err(|_| shutting_down())?;
         if self.rooms.insert(room_id.to_owned()) && self.default_room.is_none() {
             self.default_room = Some(room_id.to_owned());
         }
@@ -162,16 +178,16 @@ impl Session {
         if self.default_room.as_deref() == Some(room_id) {
             self.default_room = self.rooms.iter().next().cloned();
         }
-        let cmd = ShardCmd::Leave {
+        let cmd = ShardCmd::Leave(Leave {
             room_id: room_id.to_owned(),
             conn: self.id,
             notify: true,
-        };
+        });
         self.engine
             .shard(room_id)
             .send_async(cmd)
             .await
-            .map_err(|_| Self::shutting_down())
+            .map_err(|_| shutting_down())
     }
 
     fn target_room(&self, room_id: Option<String>) -> Result<String, ClientError> {
@@ -217,7 +233,7 @@ impl Session {
         } else {
             (None, false)
         };
-        let content = match self
+        let (content, audit) = match self
             .engine
             .prepare(
                 &self.user,
@@ -245,14 +261,14 @@ impl Session {
             conn: Some(self.id),
             client_msg_id,
             received_at,
-            audit: content.1,
+            audit,
             audience,
             notify_offline,
             encrypted,
             ..Publish::text(
                 room_id.clone(),
                 self.user.clone(),
-                content.0,
+                content,
                 AckTo::Outbox(self.outbox.clone()),
             )
         };
@@ -260,7 +276,56 @@ impl Session {
             .shard(&room_id)
             .send_async(ShardCmd::Publish(Box::new(publish)))
             .await
-            .map_err(|_| Self::shutting_down())
+            .map_err(|_| shutting_down())
+    }
+
+    /// `getOnlineUsers`: with a room this connection has joined (or a conversation of
+    /// the user's), who of it is online; without, which conversation partners are.
+    async fn online_users(&mut self, room_id: Option<String>) -> Result<(), ClientError> {
+        let users = match &room_id {
+            Some(room) if is_conversation(room) => {
+                let conv = self.conversation(room).await?;
+                self.engine.online_among(&conv.participant_ids)
+            }
+            Some(room) => {
+                if !self.rooms.contains(room) {
+                    protocol::validate_room_id(room)?;
+                    return Err(
+                        ClientError::new(ErrorCode::NotMember, "not in that room").in_room(room)
+                    );
+                }
+                self.engine.room_users(room).await
+            }
+            None => {
+                let partners = self
+                    .engine
+                    .partners_of(&self.user.user_id)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                self.engine.online_among(&partners)
+            }
+        };
+        self.outbox.push(
+            protocol::encode_online_users(room_id.as_deref(), &users),
+            Instant::now(),
+        );
+        Ok(())
+    }
+
+    /// `getUserStatus`: the status of a user who shares a room or conversation with
+    /// this one; anyone else reads as an unknown user (offline, never seen).
+    async fn user_status(&mut self, user_id: &str) -> Result<(), ClientError> {
+        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+        let status = self
+            .engine
+            .user_status(&self.user.user_id, user_id, &rooms)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.outbox.push(
+            protocol::encode_user_status(user_id, status),
+            Instant::now(),
+        );
+        Ok(())
     }
 
     /// The conversation `room_id`, if this session's user is a participant.
@@ -298,28 +363,36 @@ impl Session {
             metrics::counter!(m::TYPING_DROPPED).increment(1);
             return Ok(());
         }
-        let cmd = ShardCmd::Typing {
+        let cmd = ShardCmd::Typing(Typing {
             room_id: room_id.clone(),
             conn: self.id,
             is_typing,
-        };
+        });
         self.engine
             .shard(&room_id)
             .send_async(cmd)
             .await
-            .map_err(|_| Self::shutting_down())
+            .map_err(|_| shutting_down())
     }
+}
+
+fn unavailable(e: &crate::store::StoreError) -> ClientError {
+    tracing::warn!(error = %e, "presence lookup failed");
+    ClientError::new(
+        ErrorCode::StoreUnavailable,
+        "presence is unavailable; retry",
+    )
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         for room_id in self.rooms.drain() {
             let shard = self.engine.shard(&room_id).clone();
-            let cmd = ShardCmd::Leave {
+            let cmd = ShardCmd::Leave(Leave {
                 room_id,
                 conn: self.id,
                 notify: false,
-            };
+            });
             if let Err(flume::TrySendError::Full(cmd)) = shard.try_send(cmd) {
                 // The shard is busy: leave from a task rather than block a destructor.
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -329,11 +402,11 @@ impl Drop for Session {
                 }
             }
         }
-        self.engine
-            .inner
-            .presence
-            .disconnect(&self.user.user_id, self.id);
-        self.engine.inner.conns.lock().remove(&self.id);
+        let inner = &self.engine.inner;
+        if inner.sessions.close(&self.user.user_id, self.id) {
+            inner.bus.unsubscribe_user(&self.user.user_id);
+            inner.presence.node_user_disconnected(&self.user.user_id);
+        }
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
 }

@@ -212,15 +212,32 @@ impl Config {
                 defaults.writer_max_batch,
             )?,
             rate: RateLimitConfig {
-                window: Duration::from_millis(positive(env, "RATE_LIMIT_WINDOW_MS", 60_000u64)?),
-                max_messages: positive(env, "RATE_LIMIT_MAX_MESSAGES", 30u32)?,
-                connects_per_ip_per_sec: positive(env, "ROOMCAST_CONNECT_RATE_PER_IP", 20u32)?,
-                typing_per_sec: positive(env, "ROOMCAST_TYPING_RATE_PER_SEC", 4u32)?,
+                window: Duration::from_millis(positive(
+                    env,
+                    "RATE_LIMIT_WINDOW_MS",
+                    defaults.rate.window.as_millis() as u64,
+                )?),
+                max_messages: positive(env, "RATE_LIMIT_MAX_MESSAGES", defaults.rate.max_messages)?,
+                connects_per_ip_per_sec: positive(
+                    env,
+                    "ROOMCAST_CONNECT_RATE_PER_IP",
+                    defaults.rate.connects_per_ip_per_sec,
+                )?,
+                typing_per_sec: positive(
+                    env,
+                    "ROOMCAST_TYPING_RATE_PER_SEC",
+                    defaults.rate.typing_per_sec,
+                )?,
             },
             push_queue: 0,
+            idle_positions: defaults.idle_positions,
             moderation: ModerationConfig {
-                enabled: flag(env, "ENABLE_MODERATION", true)?,
-                max_message_length: positive(env, "MAX_MESSAGE_LENGTH", 1000usize)?,
+                enabled: flag(env, "ENABLE_MODERATION", defaults.moderation.enabled)?,
+                max_message_length: positive(
+                    env,
+                    "MAX_MESSAGE_LENGTH",
+                    defaults.moderation.max_message_length,
+                )?,
                 blocked_words: get(env, "ROOMCAST_BLOCKED_WORDS")
                     .map(|v| {
                         v.split(',')

@@ -46,7 +46,15 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A storage failure: `503 store_unavailable` to the client; the cause rides in a
+    /// response extension ([`StoreFailure`]) and the HTTP middleware logs it.
+    #[error("storage is unavailable: {0}")]
+    Store(#[from] roomcast_engine::store::StoreError),
 }
+
+/// The cause of a `store_unavailable` response, for the middleware to log (never sent).
+#[derive(Debug, Clone)]
+pub struct StoreFailure(pub String);
 
 /// The HTTP status for an engine error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
@@ -165,6 +173,13 @@ impl ApiError {
                 json!({}),
                 None,
             ),
+            ApiError::Store(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "storage is unavailable; retry".into(),
+                json!({}),
+                Some(1000),
+            ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (
@@ -182,6 +197,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, details, retry_after_ms) = self.parts();
+        let failure = match &self {
+            ApiError::Store(e) => Some(StoreFailure(e.to_string())),
+            _ => None,
+        };
         metrics::counter!(roomcast_engine::metrics::API_ERRORS, "code" => code).increment(1);
         let body = ErrorBody {
             error: ErrorDetail {
@@ -195,6 +214,9 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Some(f) = failure {
+            resp.extensions_mut().insert(f);
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

@@ -8,13 +8,17 @@ mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
-mod http;
 mod middleware;
 mod openapi;
+mod ops;
 mod push;
 pub mod shutdown;
+mod state;
+mod stores;
 pub mod telemetry;
 mod ws;
+
+pub use state::AppState;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,60 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
 use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
-use roomcast_engine::calls::CallStore;
-use roomcast_engine::chat::ChatStore;
-use roomcast_engine::keys::KeyStore;
-use roomcast_engine::{Disconnect, EmbeddedStore, Engine};
+use roomcast_engine::{Disconnect, Engine};
 use tokio::net::TcpListener;
 
-use crate::auth::{AuthError, Principal, Verifier};
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::shutdown::Shutdown;
-
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Engine,
-    /// Call signalling state (calls survive restarts; ring timeouts resume).
-    pub calls: Arc<dyn CallStore>,
-    /// The Signal key directory.
-    pub keys: Arc<dyn KeyStore>,
-    pub config: Arc<Config>,
-    verifier: Arc<Verifier>,
-    pub shutdown: Shutdown,
-    metrics: Option<PrometheusHandle>,
-}
-
-impl AppState {
-    /// Checks the token from `?token=` or `Authorization: Bearer`.
-    pub fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<Principal, ApiError> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let result = match query_token.filter(|t| !t.is_empty()).or(bearer) {
-            None => Err(AuthError::Missing),
-            Some(token) => self.verifier.verify(token),
-        };
-        result.map_err(|e| {
-            metrics::counter!(roomcast_engine::metrics::AUTH_FAILURES, "reason" => e.label())
-                .increment(1);
-            ApiError::Auth(e)
-        })
-    }
-}
 
 /// The JWT secret to use: `JWT_SECRET`, or in dev mode one kept in the data directory.
 pub fn resolve_secret(config: &Config) -> Result<(String, bool), String> {
@@ -91,14 +50,17 @@ pub fn resolve_secret(config: &Config) -> Result<(String, bool), String> {
 }
 
 fn router(state: AppState) -> Router {
-    use api::{admin, calls, conversations as conv, keys, messages as msg};
+    use api::{admin, calls, conversations as conv, keys, messages as msg, presence, rooms};
     let mut router = Router::new()
-        .route("/healthz", get(http::healthz))
-        .route("/readyz", get(http::readyz))
-        .route("/metrics", get(http::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/ws", get(ws::chat))
-        .route("/api/rooms/{room_id}/messages", get(http::room_history))
-        .route("/api/admin/audit", get(http::audit_log))
+        .route("/api/rooms/{room_id}/messages", get(rooms::room_history))
+        .route("/api/admin/audit", get(admin::audit_log))
+        // Presence (seed 004's getOnlineUsers / getUserStatus).
+        .route("/api/presence/online", get(presence::online_users))
+        .route("/api/presence/users/{user_id}", get(presence::user_status))
         // The chat API of seed 000.
         .route("/conversations", post(conv::create).get(conv::list))
         .route("/conversations/{conversation_id}", get(conv::get_one))
@@ -199,14 +161,8 @@ pub async fn run(
             "JWT_SECRET is not set: using a development secret kept in the data directory. Mint a token with `roomcast token --user alice`. Set JWT_SECRET (and NODE_ENV=production) in production."
         );
     }
-    let embedded = Arc::new(
-        EmbeddedStore::open(&config.data_dir.join("history"))
-            .map_err(|e| format!("cannot open history in {}: {e}", config.data_dir.display()))?,
-    );
-    let store: Arc<dyn ChatStore> = embedded.clone();
-    let calls: Arc<dyn CallStore> = embedded.clone();
-    let keys: Arc<dyn KeyStore> = embedded;
-    let (engine, mut tasks) = Engine::start(config.engine.clone(), store)?;
+    let stores = stores::open(&config)?;
+    let (engine, mut tasks) = Engine::start(config.engine.clone(), stores)?;
     let verifier = Arc::new(Verifier::new(
         secret.as_bytes(),
         config.jwt_issuer.as_deref(),
@@ -222,9 +178,9 @@ pub async fn run(
     };
     let config = Arc::new(config);
     let state = AppState {
+        calls: engine.stores().calls.clone(),
+        keys: engine.stores().keys.clone(),
         engine: engine.clone(),
-        calls,
-        keys,
         config: config.clone(),
         verifier,
         shutdown: shutdown.clone(),

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use roomcast_engine::metrics as m;
 
-use crate::AppState;
+use crate::state::AppState;
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key";
@@ -82,6 +82,9 @@ pub(crate) async fn http_metrics(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let resp = next.run(req).await;
+    if let Some(f) = resp.extensions().get::<crate::error::StoreFailure>() {
+        tracing::warn!(error = %f.0, route, "store operation failed");
+    }
     let class = match resp.status().as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::AppState;
 use crate::api::{PathParam, admin, calls, conversations, keys, messages};
+use crate::api::{presence, rooms};
 use crate::error::ApiError;
-use crate::{http, ws};
+use crate::state::AppState;
+use crate::{ops, ws};
 
 /// Where the document is served; Swagger UI loads it from here.
 pub(crate) const SPEC_PATH: &str = "/api/chats/openapi.json";
@@ -76,11 +77,13 @@ impl Modify for BearerAuth {
         admin::close,
         admin::snooze,
         admin::quiet_chats,
-        http::room_history,
-        http::audit_log,
-        http::healthz,
-        http::readyz,
-        http::metrics,
+        rooms::room_history,
+        admin::audit_log,
+        presence::online_users,
+        presence::user_status,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
         ws::chat,
     ),
     // Schemas used only by path parameters are not collected automatically.
@@ -93,6 +96,7 @@ impl Modify for BearerAuth {
         (name = "keys", description = "Signal-protocol key directory"),
         (name = "admin", description = "Administrative routes (admin role required)"),
         (name = "rooms", description = "Public rooms"),
+        (name = "presence", description = "Who is online (users who share a room or conversation with the caller)"),
         (name = "websocket", description = "The real-time endpoint"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -1,7 +1,7 @@
 //! WebSocket conformance: the Autobahn|Testsuite (cases 1-10; 12/13 are
 //! permessage-deflate, which roomcast does not negotiate) against `/ws/echo`, which runs
 //! the same reader, writer and limits as `/ws`. `scripts/test.sh` installs the suite
-//! with `../shared/tools/autobahn/install.sh`. Setting ROOMCAST_SKIP_AUTOBAHN=1 skips it
+//! with `scripts/autobahn/install.sh`. Setting ROOMCAST_SKIP_AUTOBAHN=1 skips it
 //! explicitly (say so when you do); otherwise a missing suite fails this test.
 
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ fn run_script() -> PathBuf {
     if let Ok(p) = std::env::var("AUTOBAHN_RUN") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/autobahn/run.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/autobahn/run.sh")
 }
 
 #[tokio::test]
@@ -33,7 +33,7 @@ async fn autobahn_cases_1_to_10_have_no_failures() {
         .unwrap_or_else(|_| PathBuf::from("/opt/autobahn/bin/wstest"));
     assert!(
         wstest.exists(),
-        "wstest not installed at {}: run `bash ../shared/tools/autobahn/install.sh` (scripts/test.sh does)",
+        "wstest not installed at {}: run `bash scripts/autobahn/install.sh` (scripts/test.sh does)",
         wstest.display()
     );
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use roomcast_engine::UserInfo;
-use roomcast_engine::chat::{
-    Attachment, Closure, Conversation, ConversationUpdate, MessageType, Snooze,
-};
+use roomcast_engine::chat::{Closure, Conversation, ConversationUpdate, Snooze};
 use roomcast_engine::clock::{now_unix_ms, rfc3339_ms};
+use roomcast_engine::message::{Attachment, MessageType};
 use roomcast_engine::protocol::encode_event;
 use roomcast_engine::{ClientError, ErrorCode};
 use serde::{Deserialize, Serialize};
@@ -21,10 +21,10 @@ use super::conversations::{ConversationPage, list_window, validate_user_id};
 use super::messages::{SendMessage, send_as};
 use super::{
     Admin, ConversationView, JsonBody, OptionalJsonBody, PathParam, QueryParams,
-    conversation_not_found, conversation_view, page_of, query_int, store_err,
+    conversation_not_found, conversation_view, page_of, query_int,
 };
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The user id of messages sent as the platform (no `senderId`).
 pub(crate) const SYSTEM_SENDER: &str = "system";
@@ -55,8 +55,7 @@ async fn any_conversation(app: &AppState, id: &str) -> Result<Conversation, ApiE
     app.engine
         .store()
         .conversation(id)
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(conversation_not_found)
 }
 
@@ -114,12 +113,7 @@ pub(crate) async fn user_conversations(
     QueryParams(params): QueryParams<UserListParams>,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let (limit, offset) = list_window(params.limit.as_deref(), params.offset.as_deref())?;
-    let all = app
-        .engine
-        .store()
-        .user_conversations(&user_id)
-        .await
-        .map_err(store_err)?;
+    let all = app.engine.store().user_conversations(&user_id).await?;
     if all.is_empty() {
         return Err(ApiError::Client(ClientError::new(
             ErrorCode::UserNotFound,
@@ -180,8 +174,7 @@ pub(crate) async fn close(
         .engine
         .store()
         .update_conversation(&id, ConversationUpdate::Close(closure))
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(conversation_not_found)?;
     if let Some(c) = &conv.closed {
         let frame = encode_event(
@@ -255,8 +248,7 @@ pub(crate) async fn snooze(
         .engine
         .store()
         .update_conversation(&id, ConversationUpdate::Snooze(snooze.clone()))
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(conversation_not_found)?;
     let frame = encode_event(
         "conversation_snoozed",
@@ -347,8 +339,7 @@ pub(crate) async fn quiet_chats(
         .engine
         .store()
         .quiet_conversations(since, limit as usize)
-        .await
-        .map_err(store_err)?;
+        .await?;
     let mut conversations = Vec::with_capacity(found.len());
     for conv in found {
         conversations.push(conversation_view(&app, conv, None).await?);
@@ -358,4 +349,44 @@ pub(crate) async fn quiet_chats(
         inactive_since: rfc3339_ms(since),
         conversations,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct AuditParams {
+    /// Only entries with a higher id.
+    #[param(value_type = Option<String>)]
+    after: Option<String>,
+    /// Most entries, 1-1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage {
+    entries: Vec<roomcast_engine::store::AuditEntry>,
+}
+
+/// `GET /api/admin/audit?after=&limit=`: the moderation audit log, oldest first
+/// (admins only).
+#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(AuditParams), responses((status = 200, description = "Audit entries, oldest first", body = AuditPage), (status = 400, description = "Invalid parameter", body = crate::error::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn audit_log(
+    State(app): State<AppState>,
+    QueryParams(params): QueryParams<AuditParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = app.authenticate(&headers, params.token.as_deref())?;
+    if !principal.user().is_admin {
+        return Err(ApiError::Forbidden);
+    }
+    let limit = super::query_int("limit", params.limit.as_deref(), 100, 1..=1000)? as usize;
+    let after = match params.after.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => Some(a.parse::<u64>().map_err(|_| ApiError::BadRequest {
+            field: "after".into(),
+            message: "after must be an audit entry id (decimal)".into(),
+        })?),
+    };
+    let entries = app.engine.stores().history.audit_page(after, limit).await?;
+    Ok(Json(AuditPage { entries }).into_response())
 }

@@ -12,21 +12,22 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use roomcast_engine::SendRequest;
 use roomcast_engine::calls::{
     CALL_PREFIX, Call, CallState, CallType, MediaOptions, StartError, Transition, TransitionError,
 };
-use roomcast_engine::chat::{ConversationStatus, MessageType};
+use roomcast_engine::chat::ConversationStatus;
 use roomcast_engine::clock::{now_unix_ms, rfc3339_ms};
-use roomcast_engine::engine::SendRequest;
+use roomcast_engine::message::MessageType;
 use roomcast_engine::protocol::encode_event;
 use roomcast_engine::{ClientError, ErrorCode, UserInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::conversations::validate_user_id;
-use super::{Caller, JsonBody, PathParam, store_err};
-use crate::AppState;
+use super::{Caller, JsonBody, PathParam};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// A call as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -226,8 +227,7 @@ pub(crate) async fn start(
     // A shared active conversation; a direct one if there is one.
     let mut shared: Vec<_> = store
         .user_conversations(&me)
-        .await
-        .map_err(store_err)?
+        .await?
         .into_iter()
         .map(|(c, _)| c)
         .filter(|c| {
@@ -242,11 +242,7 @@ pub(crate) async fn start(
     });
     let Some(conv) = shared.into_iter().next() else {
         // Told apart only now, so the common case reads one user's conversations.
-        let known = !store
-            .user_conversations(&body.partner_id)
-            .await
-            .map_err(store_err)?
-            .is_empty();
+        let known = !store.user_conversations(&body.partner_id).await?.is_empty();
         return Err(ApiError::Client(if known {
             ClientError::new(
                 ErrorCode::Forbidden,
@@ -274,7 +270,7 @@ pub(crate) async fn start(
         end_reason: None,
         ended_by: None,
     };
-    match app.calls.start(call).await.map_err(store_err)? {
+    match app.calls.start(call).await? {
         Ok(call) => {
             metrics::counter!(roomcast_engine::metrics::CALLS_STARTED, "type" => call.call_type.as_str())
                 .increment(1);
@@ -303,8 +299,7 @@ async fn party_call(app: &AppState, id: &str, user_id: &str) -> Result<Call, Api
     }
     app.calls
         .call(id)
-        .await
-        .map_err(store_err)?
+        .await?
         .filter(|c| c.is_party(user_id))
         .ok_or_else(call_not_found)
 }
@@ -345,7 +340,7 @@ pub(crate) async fn accept(
         at_ms: now_unix_ms(),
         recording_consent: body.recording,
     };
-    match app.calls.transition(&call.id, t).await.map_err(store_err)? {
+    match app.calls.transition(&call.id, t).await? {
         Ok(call) => {
             tell_both(&app, &call, "call_accepted");
             Ok(Json(CallView::from(&call)))
@@ -398,7 +393,7 @@ pub(crate) async fn end(
         by: caller.id().to_owned(),
         reason,
     };
-    match app.calls.transition(&call.id, t).await.map_err(store_err)? {
+    match app.calls.transition(&call.id, t).await? {
         Ok(call) => {
             finished(&app, &call).await;
             Ok(Json(CallView::from(&call)))
@@ -421,8 +416,7 @@ pub(crate) async fn active(
 ) -> Result<Json<CallView>, ApiError> {
     app.calls
         .live_call_of(caller.id())
-        .await
-        .map_err(store_err)?
+        .await?
         .map(|c| Json(CallView::from(&c)))
         .ok_or_else(|| {
             ApiError::Client(ClientError::new(

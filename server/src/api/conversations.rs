@@ -18,13 +18,13 @@ use roomcast_engine::protocol::encode_event;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::rooms::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, bound};
 use super::{
     Caller, ConversationView, JsonBody, MessageView, PathParam, QueryParams, UNREAD_COUNT_CAP,
-    conversation_view, member_of, page_of, query_int, store_err,
+    conversation_view, member_of, page_of, query_int,
 };
-use crate::AppState;
 use crate::error::ApiError;
-use crate::http::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, bound};
+use crate::state::AppState;
 
 /// Default and largest page of `GET /conversations`.
 pub(crate) const LIST_DEFAULT_LIMIT: u64 = 20;
@@ -122,12 +122,7 @@ pub(crate) async fn create(
         closed: None,
         snoozed: None,
     };
-    let (conv, created) = app
-        .engine
-        .store()
-        .create_conversation(conv)
-        .await
-        .map_err(super::store_err)?;
+    let (conv, created) = app.engine.store().create_conversation(conv).await?;
     // A new conversation's members start with the default state; an existing one's
     // caller may have archived it or read in it.
     let state = if created {
@@ -136,8 +131,7 @@ pub(crate) async fn create(
         app.engine
             .store()
             .membership(&conv.id, &me)
-            .await
-            .map_err(store_err)?
+            .await?
             .map(|(_, s)| s)
             .unwrap_or_default()
     };
@@ -213,12 +207,7 @@ pub(crate) async fn list(
     };
     let now = now_unix_ms();
     let me = caller.id();
-    let all = app
-        .engine
-        .store()
-        .user_conversations(me)
-        .await
-        .map_err(store_err)?;
+    let all = app.engine.store().user_conversations(me).await?;
     let matching: Vec<(Conversation, MemberState)> = all
         .into_iter()
         .filter(|(c, m)| status.is_none_or(|s| c.status_for(m, now) == s))
@@ -260,8 +249,7 @@ async fn set_archived(
         .engine
         .store()
         .update_member(&id, caller.id(), MemberUpdate::Archive(archived))
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(super::conversation_not_found)?;
     if changed {
         // The caller's other devices follow; nobody else sees an archive.
@@ -354,13 +342,13 @@ pub(crate) async fn read_page(
     before: Option<MessageId>,
     after: Option<MessageId>,
     limit: usize,
-) -> Result<(Vec<roomcast_engine::protocol::ChatMessage>, bool), ApiError> {
+) -> Result<(Vec<roomcast_engine::message::ChatMessage>, bool), ApiError> {
     let query = PageQuery {
         before,
         after,
         limit: limit + 1,
     };
-    let mut page = app.engine.history(room, query).await.map_err(store_err)?;
+    let mut page = app.engine.history(room, query).await?;
     let has_more = page.len() > limit;
     if has_more {
         if before.is_none() && after.is_some() {
@@ -379,7 +367,7 @@ const UNREAD_SCAN_PAGES: usize = 50;
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnreadPage {
     pub conversation_id: String,
-    #[serde(serialize_with = "roomcast_engine::protocol::opt_id_str")]
+    #[serde(serialize_with = "roomcast_engine::message::opt_id_str")]
     #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     /// Unread messages from others (counted up to 1000).
@@ -402,8 +390,7 @@ pub(crate) async fn unread(
     let store = app.engine.store();
     let count = store
         .count_unread(&id, state.last_read_id, me, UNREAD_COUNT_CAP)
-        .await
-        .map_err(store_err)?;
+        .await?;
     // Walk forward from the marker, skipping the caller's own and deleted messages;
     // at most UNREAD_SCAN_PAGES pages, so the work is bounded.
     let mut messages = Vec::new();

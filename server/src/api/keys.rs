@@ -17,9 +17,9 @@ use roomcast_engine::{ClientError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Caller, JsonBody, PathParam, store_err};
-use crate::AppState;
+use super::{Caller, JsonBody, PathParam};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 fn key_not_found() -> ApiError {
     ApiError::Client(ClientError::new(ErrorCode::KeyNotFound, "no such key"))
@@ -64,8 +64,7 @@ pub(crate) async fn put_identity_key(
                 identity_key: body.identity_key,
             },
         )
-        .await
-        .map_err(store_err)?;
+        .await?;
     metrics::counter!(m::KEYS_UPLOADED, "kind" => "identity").increment(1);
     Ok(Json(Saved { saved: true }))
 }
@@ -109,8 +108,7 @@ pub(crate) async fn put_signed_pre_key(
                 signature: body.signature,
             },
         )
-        .await
-        .map_err(store_err)?;
+        .await?;
     metrics::counter!(m::KEYS_UPLOADED, "kind" => "signed_pre_key").increment(1);
     Ok(Json(Saved { saved: true }))
 }
@@ -162,12 +160,7 @@ pub(crate) async fn put_pre_keys(
             });
         }
     }
-    match app
-        .keys
-        .put_pre_keys(caller.id(), body.pre_keys)
-        .await
-        .map_err(store_err)?
-    {
+    match app.keys.put_pre_keys(caller.id(), body.pre_keys).await? {
         PreKeysStored::Stored { total } => {
             metrics::counter!(m::KEYS_UPLOADED, "kind" => "pre_keys").increment(n as u64);
             Ok(Json(PreKeysSaved { saved: n, total }))
@@ -191,8 +184,7 @@ async fn may_see_keys_of(app: &AppState, me: &str, partner: &str) -> Result<(), 
         .engine
         .store()
         .user_conversations(me)
-        .await
-        .map_err(store_err)?
+        .await?
         .iter()
         .any(|(c, _)| c.is_participant(partner));
     if shares { Ok(()) } else { Err(key_not_found()) }
@@ -215,8 +207,7 @@ pub(crate) async fn identity_key(
     may_see_keys_of(&app, caller.id(), &partner).await?;
     app.keys
         .identity_key(&partner)
-        .await
-        .map_err(store_err)?
+        .await?
         .map(Json)
         .ok_or_else(key_not_found)
 }
@@ -238,8 +229,7 @@ pub(crate) async fn signed_pre_key(
     may_see_keys_of(&app, caller.id(), &partner).await?;
     app.keys
         .signed_pre_key(&partner)
-        .await
-        .map_err(store_err)?
+        .await?
         .map(Json)
         .ok_or_else(key_not_found)
 }
@@ -261,7 +251,7 @@ pub(crate) async fn pre_key(
     PathParam(partner): PathParam<String>,
 ) -> Result<Json<PreKey>, ApiError> {
     may_see_keys_of(&app, caller.id(), &partner).await?;
-    let taken = app.keys.take_pre_key(&partner).await.map_err(store_err)?;
+    let taken = app.keys.take_pre_key(&partner).await?;
     let threshold = app.config.prekey_low_threshold;
     if taken.key.is_some() && taken.remaining < threshold {
         let frame = encode_event(

@@ -10,19 +10,19 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use roomcast_engine::chat::{
-    Attachment, Conversation, MemberUpdate, MessageType, is_conversation, validate_reaction,
-};
-use roomcast_engine::engine::SendRequest;
+use roomcast_engine::SendRequest;
+use roomcast_engine::chat::{Conversation, MemberUpdate, is_conversation, validate_reaction};
 use roomcast_engine::ids::MessageId;
-use roomcast_engine::protocol::{ChatMessage, encode_event, encode_typing};
+use roomcast_engine::message::ChatMessage;
+use roomcast_engine::message::{Attachment, MessageType};
+use roomcast_engine::protocol::{encode_event, encode_typing};
 use roomcast_engine::{ClientError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Caller, JsonBody, MessageView, PathParam, message_id, message_not_found, store_err};
-use crate::AppState;
+use super::{Caller, JsonBody, MessageView, PathParam, message_id, message_not_found};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -118,23 +118,20 @@ async fn locate(
     let store = app.engine.store();
     let room = store
         .locate_message(id)
-        .await
-        .map_err(store_err)?
+        .await?
         .filter(|r| is_conversation(r))
         .ok_or_else(message_not_found)?;
     let conv = match viewer {
-        Some(user_id) => store
-            .membership(&room, user_id)
-            .await
-            .map_err(store_err)?
-            .map(|(c, _)| c),
-        None => store.conversation(&room).await.map_err(store_err)?,
+        Some(user_id) => store.membership(&room, user_id).await?.map(|(c, _)| c),
+        None => store.conversation(&room).await?,
     }
     .ok_or_else(message_not_found)?;
-    let msg = store
+    let msg = app
+        .engine
+        .stores()
+        .history
         .get(&room, id)
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(message_not_found)?;
     Ok((conv, msg))
 }
@@ -143,7 +140,7 @@ async fn locate(
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ReadMarker {
     pub conversation_id: String,
-    #[serde(serialize_with = "roomcast_engine::protocol::opt_id_str")]
+    #[serde(serialize_with = "roomcast_engine::message::opt_id_str")]
     #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
     /// False when the marker was already at or past this message.
@@ -164,8 +161,7 @@ pub(crate) async fn mark_read(
         .engine
         .store()
         .update_member(&conv.id, me, MemberUpdate::ReadUpTo(msg.message_id))
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(message_not_found)?;
     if moved {
         let frame = encode_event(
@@ -203,12 +199,12 @@ pub(crate) async fn delete(
             "only the sender or an administrator may delete a message",
         )));
     }
-    let store = app.engine.store();
     if !msg.deleted {
-        store
+        app.engine
+            .stores()
+            .history
             .tombstone(&conv.id, msg.message_id)
-            .await
-            .map_err(store_err)?;
+            .await?;
         let frame = encode_event(
             "message_deleted",
             &json!({
@@ -221,10 +217,12 @@ pub(crate) async fn delete(
             .emit(&conv, "message_deleted", frame, None)
             .await?;
     }
-    let msg = store
+    let msg = app
+        .engine
+        .stores()
+        .history
         .get(&conv.id, msg.message_id)
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(message_not_found)?;
     Ok(Json(MessageView::from(msg)))
 }
@@ -253,14 +251,10 @@ async fn react(
     }
     conv.check_send(roomcast_engine::clock::now_unix_ms(), false)?;
     let store = app.engine.store();
-    let before = store
-        .reaction_of(&conv.id, msg.message_id, me)
-        .await
-        .map_err(store_err)?;
+    let before = store.reaction_of(&conv.id, msg.message_id, me).await?;
     let updated = store
         .set_reaction(&conv.id, msg.message_id, me, reaction.as_deref())
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(message_not_found)?;
     if before != reaction {
         let frame = encode_event(

@@ -1,6 +1,7 @@
 //! The chat REST API of seed 000 (conversations, messages, receipts, reactions,
 //! typing, and the admin `/private` routes): request extractors with typed errors,
-//! the JSON views, and the handlers in [`conversations`], [`messages`] and [`admin`].
+//! the JSON views, and the handlers in [`conversations`], [`messages`], [`admin`],
+//! [`calls`], [`keys`], [`rooms`] (public rooms' history) and [`presence`].
 //! Every handler authenticates with `Authorization: Bearer`, answers 404 to anyone
 //! who is not a participant (existence is not leaked), and sends messages through
 //! [`roomcast_engine::Engine::send`], the same checks and shard as a socket's message.
@@ -10,24 +11,26 @@ pub(crate) mod calls;
 pub(crate) mod conversations;
 pub(crate) mod keys;
 pub(crate) mod messages;
+pub(crate) mod presence;
+pub(crate) mod rooms;
 
 use std::collections::BTreeMap;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use roomcast_engine::chat::{Attachment, Conversation, ConversationStatus, MemberState};
+use roomcast_engine::chat::{Conversation, ConversationStatus, MemberState};
 use roomcast_engine::clock::{now_unix_ms, rfc3339_ms};
-use roomcast_engine::history::StoreError;
 use roomcast_engine::ids::MessageId;
-use roomcast_engine::protocol::ChatMessage;
+use roomcast_engine::message::Attachment;
+use roomcast_engine::message::ChatMessage;
 use roomcast_engine::{ClientError, ErrorCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Largest accepted request body.
 pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -205,15 +208,6 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
     }
 }
 
-/// Maps a storage failure to `503 store_unavailable`, logging the cause.
-pub(crate) fn store_err(e: StoreError) -> ApiError {
-    tracing::warn!(error = %e, "store operation failed");
-    ApiError::Client(ClientError::new(
-        ErrorCode::StoreUnavailable,
-        "storage is unavailable; retry",
-    ))
-}
-
 pub(crate) fn conversation_not_found() -> ApiError {
     ApiError::Client(ClientError::new(
         ErrorCode::ConversationNotFound,
@@ -260,7 +254,7 @@ pub(crate) fn message_id(raw: &str) -> Result<MessageId, ApiError> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageView {
-    #[serde(serialize_with = "roomcast_engine::protocol::id_str")]
+    #[serde(serialize_with = "roomcast_engine::message::id_str")]
     #[schema(value_type = String)]
     pub message_id: MessageId,
     pub conversation_id: String,
@@ -327,7 +321,7 @@ pub(crate) struct ConversationView {
     pub unread_count: Option<usize>,
     #[serde(
         skip_serializing_if = "Option::is_none",
-        serialize_with = "roomcast_engine::protocol::opt_id_str"
+        serialize_with = "roomcast_engine::message::opt_id_str"
     )]
     #[schema(value_type = Option<String>)]
     pub last_read_message_id: Option<MessageId>,
@@ -348,15 +342,14 @@ pub(crate) async fn conversation_view(
     let now = now_unix_ms();
     let store = app.engine.store();
     let last_message = match conv.last_message_id {
-        Some(id) => store.get(&conv.id, id).await.map_err(store_err)?,
+        Some(id) => app.engine.stores().history.get(&conv.id, id).await?,
         None => None,
     };
     let (status, unread, last_read) = match member {
         Some((user, state)) => {
             let unread = store
                 .count_unread(&conv.id, state.last_read_id, user, UNREAD_COUNT_CAP)
-                .await
-                .map_err(store_err)?;
+                .await?;
             (
                 conv.status_for(state, now),
                 Some(unread),
@@ -403,8 +396,7 @@ pub(crate) async fn member_of(
     app.engine
         .store()
         .membership(id, user_id)
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or_else(conversation_not_found)
 }
 

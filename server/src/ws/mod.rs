@@ -19,8 +19,8 @@ use roomcast_engine::protocol::validate_room_id;
 use roomcast_engine::{ClientError, ErrorCode};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The room a connection joins when the URL names none.
 pub(crate) const DEFAULT_ROOM: &str = "lobby";
@@ -121,10 +121,11 @@ async fn accept(
         return Err(ApiError::UpgradeRequired);
     }
     let token_expires_at = principal.expires_at();
-    let session = app.engine.connect(principal.into_user()).map_err(|e| {
-        reject("too_many_connections");
-        ApiError::from(e)
-    })?;
+    let session =
+        roomcast_engine::Session::open(&app.engine, principal.into_user()).map_err(|e| {
+            reject("too_many_connections");
+            ApiError::from(e)
+        })?;
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
         reject("bad_handshake");
         ApiError::BadRequest {

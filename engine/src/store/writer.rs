@@ -19,9 +19,10 @@ use tokio::sync::oneshot;
 use super::{AppendOutcome, AuditEntry, HistoryStore, WriteBatch};
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::MessageId;
+use crate::message::ChatMessage;
 use crate::metrics as m;
 use crate::outbox::Outbox;
-use crate::protocol::{self, ChatMessage};
+use crate::protocol;
 
 /// A message that is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,8 +286,8 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use crate::history::conformance::message;
-    use crate::history::embedded::EmbeddedStore;
+    use crate::store::conformance::message;
+    use crate::store::embedded::EmbeddedStore;
 
     #[tokio::test]
     async fn acks_come_after_commit_and_duplicates_keep_the_original_id() {
@@ -336,33 +337,33 @@ mod tests {
         async fn append(
             &self,
             batch: WriteBatch,
-        ) -> Result<Vec<AppendOutcome>, crate::history::StoreError> {
+        ) -> Result<Vec<AppendOutcome>, crate::store::StoreError> {
             self.attempts
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(crate::history::StoreError::Backend("disk on fire".into()));
+                return Err(crate::store::StoreError::Backend("disk on fire".into()));
             }
             self.inner.append(batch).await
         }
         async fn page(
             &self,
             room: &str,
-            q: crate::history::PageQuery,
-        ) -> Result<Vec<ChatMessage>, crate::history::StoreError> {
+            q: crate::store::PageQuery,
+        ) -> Result<Vec<ChatMessage>, crate::store::StoreError> {
             self.inner.page(room, q).await
         }
         async fn get(
             &self,
             room: &str,
             id: MessageId,
-        ) -> Result<Option<ChatMessage>, crate::history::StoreError> {
+        ) -> Result<Option<ChatMessage>, crate::store::StoreError> {
             self.inner.get(room, id).await
         }
         async fn tombstone(
             &self,
             room: &str,
             id: MessageId,
-        ) -> Result<bool, crate::history::StoreError> {
+        ) -> Result<bool, crate::store::StoreError> {
             self.inner.tombstone(room, id).await
         }
         async fn find_client_msg(
@@ -370,14 +371,14 @@ mod tests {
             room: &str,
             user: &str,
             cid: &str,
-        ) -> Result<Option<MessageId>, crate::history::StoreError> {
+        ) -> Result<Option<MessageId>, crate::store::StoreError> {
             self.inner.find_client_msg(room, user, cid).await
         }
         async fn audit_page(
             &self,
             after: Option<u64>,
             limit: usize,
-        ) -> Result<Vec<AuditEntry>, crate::history::StoreError> {
+        ) -> Result<Vec<AuditEntry>, crate::store::StoreError> {
             self.inner.audit_page(after, limit).await
         }
     }

@@ -2,16 +2,18 @@
 //! Each backend's tests call [`run`] on a fresh, empty store (the ScyllaDB backend runs
 //! it when `ROOMCAST_SCYLLA_NODES` is set).
 
-use super::{AppendOutcome, AuditEntry, HistoryStore, PageQuery, WriteBatch};
+use super::{
+    AppendOutcome, AuditEntry, CallStore, ChatStore, HistoryStore, KeyStore, PageQuery, WriteBatch,
+};
 use crate::calls::{
-    Call, CallState, CallStore, CallType, MediaOptions, StartError, Transition, TransitionError,
+    Call, CallState, CallType, MediaOptions, StartError, Transition, TransitionError,
 };
 use crate::chat::{
-    ChatStore, Closure, Conversation, ConversationKind, ConversationUpdate, MemberUpdate, Snooze,
+    Closure, Conversation, ConversationKind, ConversationUpdate, MemberUpdate, Snooze,
 };
 use crate::ids::MessageId;
-use crate::keys::{IdentityKey, KeyStore, PreKey, PreKeysStored, SignedPreKey};
-use crate::protocol::ChatMessage;
+use crate::keys::{IdentityKey, PreKey, PreKeysStored, SignedPreKey};
+use crate::message::ChatMessage;
 
 /// A message for tests.
 pub fn message(room: &str, id: MessageId, user: &str, client_msg_id: Option<&str>) -> ChatMessage {
@@ -278,7 +280,7 @@ pub fn conversation(id: &str, participants: &[&str], created_at_ms: u64) -> Conv
 /// A base time for the chat checks (2027), after the id epoch.
 const T0: u64 = 1_800_000_000_000;
 
-pub async fn run_chat<S: ChatStore>(store: &S) {
+pub async fn run_chat<S: ChatStore + HistoryStore>(store: &S) {
     // Direct conversations are one per pair, also when created concurrently.
     let (a, created) = store
         .create_conversation(conversation("conv_1", &["ann", "bob"], T0 + 1_000))

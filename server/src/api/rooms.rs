@@ -1,51 +1,19 @@
-//! Plain HTTP routes: health (`/healthz`), readiness (`/readyz`, false while draining),
-//! Prometheus metrics (`/metrics`), and a room's history
-//! (`GET /api/rooms/{roomId}/messages?before=&after=&limit=`).
+//! A room's history over REST (`GET /api/rooms/{roomId}/messages?before=&after=&limit=`),
+//! with the page bounds every history route shares (ids or RFC 3339 times).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use roomcast_engine::clock::{parse_rfc3339_ms, rfc3339_ms};
 use roomcast_engine::ids::{MessageId, first_id_at};
-use roomcast_engine::protocol::{ChatMessage, validate_room_id};
+use roomcast_engine::message::ChatMessage;
+use roomcast_engine::protocol::validate_room_id;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::AppState;
 use crate::api::{PathParam, QueryParams};
 use crate::error::ApiError;
-
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is up", body = serde_json::Value)))]
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Accepting connections", body = serde_json::Value), (status = 503, description = "Draining for shutdown", body = serde_json::Value)))]
-pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
-    if app.shutdown.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        )
-            .into_response()
-    } else {
-        Json(json!({"status": "ready", "connections": app.engine.connection_count()}))
-            .into_response()
-    }
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), (status = 404, description = "Metrics are off", body = crate::error::ErrorBody)))]
-pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
-    match &app.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => ApiError::NotFound.into_response(),
-    }
-}
+use crate::state::AppState;
 
 /// Default and maximum page sizes for history.
 pub(crate) const HISTORY_DEFAULT_LIMIT: usize = 50;
@@ -149,49 +117,4 @@ pub(crate) async fn room_history(
         has_more,
     })
     .into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub(crate) struct AuditParams {
-    /// Only entries with a higher id.
-    #[param(value_type = Option<String>)]
-    after: Option<String>,
-    /// Most entries, 1-1000 (default 100).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
-    token: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct AuditPage {
-    entries: Vec<roomcast_engine::history::AuditEntry>,
-}
-
-/// `GET /api/admin/audit?after=&limit=`: the moderation audit log, oldest first
-/// (admins only).
-#[utoipa::path(get, path = "/api/admin/audit", tag = "admin", params(AuditParams), responses((status = 200, description = "Audit entries, oldest first", body = AuditPage), (status = 400, description = "Invalid parameter", body = crate::error::ErrorBody), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)), security(("bearer" = [])))]
-pub(crate) async fn audit_log(
-    State(app): State<AppState>,
-    QueryParams(params): QueryParams<AuditParams>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let principal = app.authenticate(&headers, params.token.as_deref())?;
-    if !principal.user().is_admin {
-        return Err(ApiError::Forbidden);
-    }
-    let limit = crate::api::query_int("limit", params.limit.as_deref(), 100, 1..=1000)? as usize;
-    let after = match params.after.as_deref().filter(|a| !a.is_empty()) {
-        None => None,
-        Some(a) => Some(a.parse::<u64>().map_err(|_| ApiError::BadRequest {
-            field: "after".into(),
-            message: "after must be an audit entry id (decimal)".into(),
-        })?),
-    };
-    let entries = app
-        .engine
-        .store()
-        .audit_page(after, limit)
-        .await
-        .map_err(crate::api::store_err)?;
-    Ok(Json(AuditPage { entries }).into_response())
 }

@@ -1,31 +1,12 @@
-//! Durable history: the [`HistoryStore`] trait (with its contract), its backends, the
-//! group-commit [`writer`], and a [`conformance`] suite every backend must pass.
-
-pub mod conformance;
-pub mod embedded;
-mod embedded_calls_keys;
-pub mod writer;
+//! The history contract: [`HistoryStore`] and the types it speaks (a [`WriteBatch`] of
+//! messages and audit entries, a per-message [`AppendOutcome`], a [`PageQuery`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::StoreError;
 use crate::ids::MessageId;
-use crate::protocol::ChatMessage;
-
-/// A storage failure. Never shown to clients beyond `store_unavailable`.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage backend error: {0}")]
-    Backend(String),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
-}
-
-impl StoreError {
-    pub(crate) fn backend(e: impl std::fmt::Display) -> Self {
-        Self::Backend(e.to_string())
-    }
-}
+use crate::message::ChatMessage;
 
 /// A moderation (or, later, administrative) action, kept in the durable audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +15,8 @@ impl StoreError {
 pub struct AuditEntry {
     /// Time-ordered, unique id (same scheme as message ids); a decimal string on the wire.
     #[serde(
-        serialize_with = "crate::protocol::id_str",
-        deserialize_with = "crate::protocol::de_id"
+        serialize_with = "crate::message::id_str",
+        deserialize_with = "crate::message::de_id"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: u64,
@@ -47,8 +28,8 @@ pub struct AuditEntry {
     #[serde(
         skip_serializing_if = "Option::is_none",
         default,
-        serialize_with = "crate::protocol::opt_id_str",
-        deserialize_with = "crate::protocol::opt_message_id"
+        serialize_with = "crate::message::opt_id_str",
+        deserialize_with = "crate::message::opt_message_id"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub message_id: Option<MessageId>,

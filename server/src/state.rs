@@ -1,0 +1,55 @@
+//! The state every handler shares ([`AppState`]) and the one way a request is
+//! authenticated (a token from `?token=` or `Authorization: Bearer`).
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_engine::Engine;
+use roomcast_engine::store::{CallStore, KeyStore};
+
+use crate::auth::{AuthError, Principal, Verifier};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::shutdown::Shutdown;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    /// Call signalling state (calls survive restarts; ring timeouts resume).
+    pub calls: Arc<dyn CallStore>,
+    /// The Signal key directory.
+    pub keys: Arc<dyn KeyStore>,
+    pub config: Arc<Config>,
+    pub(crate) verifier: Arc<Verifier>,
+    pub shutdown: Shutdown,
+    pub(crate) metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Checks the token from `?token=` or `Authorization: Bearer`.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Principal, ApiError> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let result = match query_token.filter(|t| !t.is_empty()).or(bearer) {
+            None => Err(AuthError::Missing),
+            Some(token) => self.verifier.verify(token),
+        };
+        result.map_err(|e| {
+            metrics::counter!(roomcast_engine::metrics::AUTH_FAILURES, "reason" => e.label())
+                .increment(1);
+            ApiError::Auth(e)
+        })
+    }
+}
