@@ -54,7 +54,7 @@ async fn malformed_frames_get_typed_errors_and_the_connection_survives() {
     c.send_frame(Frame::binary(Payload::Owned(vec![1, 2, 3])))
         .await;
     assert_eq!(c.next_of("error").await["code"], "invalid_json");
-    c.sync().await;
+    c.quiet().await;
     assert!(
         server
             .metric("roomcast_client_errors_total", "invalid_field")
@@ -156,7 +156,7 @@ async fn the_message_rate_limit_answers_with_retry_after_and_keeps_the_connectio
     );
     let retry = e["retryAfterMs"].as_u64().expect("retryAfterMs");
     assert!(retry > 0 && retry <= 20_000, "{retry}");
-    c.sync().await;
+    c.quiet().await;
     assert_eq!(server.history("r").await.len(), 3);
     assert!(
         server
@@ -219,4 +219,19 @@ async fn reject_mode_refuses_blocked_messages_and_audits_them() {
     assert_eq!(entries.len(), 1, "{audit}");
     assert_eq!(entries[0]["action"], "rejected");
     assert!(entries[0].get("messageId").is_none());
+}
+
+/// The "nothing more arrives" helper can fail: a frame still due (here an error) makes
+/// it panic.
+#[tokio::test]
+async fn quiet_fails_on_a_pending_frame() {
+    let server = Server::start(&[]).await;
+    let mut c = server.connect("q", "r").await;
+    c.next_of("room_joined").await;
+    c.send_text("not json").await;
+    let outcome = tokio::spawn(async move { c.quiet().await }).await;
+    assert!(
+        outcome.is_err_and(|e| e.is_panic()),
+        "quiet() passed over an error frame"
+    );
 }

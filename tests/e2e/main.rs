@@ -17,4 +17,6 @@ mod input;
 mod keys;
 mod openapi;
 mod ops;
+mod presence;
 mod rooms;
+mod seq;

@@ -579,6 +579,17 @@ impl Client {
         }
     }
 
+    /// The next JSON frame whose `type` is one of `types`, skipping others.
+    pub async fn next_of_any(&mut self, types: &[&str]) -> Value {
+        loop {
+            match self.next().await {
+                Event::Json(v) if types.iter().any(|t| v["type"] == *t) => return v,
+                Event::Json(_) => continue,
+                other => panic!("expected one of {types:?}, got {other:?}"),
+            }
+        }
+    }
+
     /// Skips frames until the connection closes; returns the close code.
     pub async fn closed(&mut self) -> u16 {
         loop {
@@ -590,10 +601,31 @@ impl Client {
         }
     }
 
-    /// Sends a ping frame and waits for the pong: proves the connection is alive and
-    /// every earlier frame from the server has been read.
+    /// Sends a ping frame and waits for the pong, skipping what comes before it: proves
+    /// the connection is alive. It proves nothing about what arrived; for "nothing more
+    /// arrives" use [`Client::quiet`].
     pub async fn sync(&mut self) {
         self.send_json(serde_json::json!({"type": "ping"})).await;
         self.next_of("pong").await;
+    }
+
+    /// Proves that nothing more arrives: sends a ping and fails on any frame the server
+    /// sends before the pong (which comes after everything already queued for this
+    /// connection), and on no pong within [`TIMEOUT`].
+    pub async fn quiet(&mut self) {
+        self.quiet_except(&[]).await;
+    }
+
+    /// [`Client::quiet`], letting frames of the `allowed` types pass (for example
+    /// `presence` when other members may come and go meanwhile).
+    pub async fn quiet_except(&mut self, allowed: &[&str]) {
+        self.send_json(serde_json::json!({"type": "ping"})).await;
+        loop {
+            match self.next().await {
+                Event::Json(v) if v["type"] == "pong" => return,
+                Event::Json(v) if allowed.iter().any(|t| v["type"] == *t) => continue,
+                other => panic!("expected nothing more before the pong, got {other:?}"),
+            }
+        }
     }
 }

@@ -257,6 +257,8 @@ pub(crate) struct MessageView {
     #[serde(serialize_with = "roomcast_engine::message::id_str")]
     #[schema(value_type = String)]
     pub message_id: MessageId,
+    /// The message's place in its conversation (1, 2, 3, ... without gaps).
+    pub seq: u64,
     pub conversation_id: String,
     pub sender_id: String,
     pub sender_name: String,
@@ -278,6 +280,7 @@ impl From<ChatMessage> for MessageView {
         Self {
             timestamp: rfc3339_ms(m.timestamp_ms()),
             message_id: m.message_id,
+            seq: m.seq,
             conversation_id: m.room_id,
             sender_id: m.user_id,
             sender_name: m.username,
@@ -309,6 +312,10 @@ pub(crate) struct ConversationView {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub participant_ids: Vec<String>,
+    /// The other participants who are online now (absent in admin views). Changes
+    /// arrive on the socket as `user_status` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online_participant_ids: Option<Vec<String>>,
     pub title: Option<String>,
     pub created_by: String,
     pub created_at: String,
@@ -359,7 +366,17 @@ pub(crate) async fn conversation_view(
         None => (conv.state_at(now), None, None),
     };
     let snooze = conv.snoozed_at(now).cloned();
+    let online = member.map(|(user, _)| {
+        let others: Vec<String> = conv
+            .participant_ids
+            .iter()
+            .filter(|p| p.as_str() != user)
+            .cloned()
+            .collect();
+        app.engine.online_among(&others)
+    });
     Ok(ConversationView {
+        online_participant_ids: online,
         kind: match conv.kind {
             roomcast_engine::chat::ConversationKind::Direct => "direct",
             roomcast_engine::chat::ConversationKind::Group => "group",

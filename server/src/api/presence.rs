@@ -33,7 +33,7 @@ pub(crate) struct OnlineUsers {
 }
 
 /// `GET /api/presence/online?roomId=`: who is online.
-#[utoipa::path(get, path = "/api/presence/online", tag = "presence", params(OnlineParams), responses((status = 200, description = "Online users, sorted", body = OnlineUsers), (status = 400, description = "Invalid roomId", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "A public room the caller is not in", body = crate::error::ErrorBody), (status = 404, description = "A conversation the caller is not part of", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/presence/online", tag = "presence", params(OnlineParams), responses((status = 200, description = "Online users, sorted", body = OnlineUsers), (status = 400, description = "Invalid roomId", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "A conversation the caller is not part of (`conversation_not_found`), or a public room the caller is not in (`not_member`)", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn online_users(
     State(app): State<AppState>,
     caller: Caller,
