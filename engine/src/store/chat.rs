@@ -8,17 +8,23 @@ use crate::chat::*;
 use crate::ids::MessageId;
 use crate::message::ChatMessage;
 
-/// Persistence of the chat domain, next to (and in the same database as) the history.
+/// Persistence of the chat domain, beside the history (the embedded backend keeps both
+/// in one database; nothing here relies on that).
 ///
 /// Contract (checked by [`crate::store::conformance::run_chat`]):
 /// - `create_conversation` of a direct conversation between two users who already have
-///   one returns that one (`created == false`), atomically: concurrent creates of the
-///   same pair yield one conversation.
-/// - `HistoryStore::append` of a message to a conversation also updates its
-///   `last_message_id` and `last_activity_ms` in the same transaction.
+///   one returns that one (`created == false`): concurrent creates of the same pair
+///   yield one conversation (the one place a race must have exactly one winner; a
+///   distributed backend uses a conditional insert on the pair).
+/// - Once [`crate::store::HistoryStore::append`] reported a message of a conversation
+///   `Stored`, the conversation's `last_message_id` and `last_activity_ms` reflect it.
+///   A backend may write them as a follow-up of the append rather than in the same
+///   transaction, because the update is idempotent and monotone: it never moves either
+///   back (an older message appended late changes nothing), so retries and reordering
+///   are harmless.
 /// - `quiet_conversations` reads an index on last activity (oldest first) that holds
 ///   only open (not closed) conversations; it never scans all conversations.
-/// - `update_member(ReadUpTo)` only moves the marker forward.
+/// - `update_member(ReadUpTo)` only moves the marker forward (monotone, like activity).
 /// - `set_reaction` keeps one reaction per user per message and the counts on the
 ///   message (as `page` and `get` return it) equal to the per-user reactions.
 #[async_trait]

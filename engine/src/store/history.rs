@@ -37,7 +37,9 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// Everything one group commit writes, atomically.
+/// What one call to [`HistoryStore::append`] writes: the messages (and moderation audit
+/// entries) the writer took in one go. How it is written (one transaction, concurrent
+/// per-partition writes) is the backend's batching policy, not part of the contract.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     pub messages: Vec<ChatMessage>,
@@ -47,10 +49,14 @@ pub struct WriteBatch {
 /// The fate of one message of a [`WriteBatch`], in batch order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
+    /// Durable.
     Stored,
-    /// A message from the same user in the same room with the same `clientMsgId` was
-    /// already stored under this id; nothing was written for this one.
+    /// A message from the same user in the same room with the same `clientMsgId` (or the
+    /// same id) was already stored under this id; nothing was written for this one.
     Duplicate(MessageId),
+    /// Not stored (a write of this message failed); the others' outcomes stand. The
+    /// writer retries it alone.
+    Failed,
 }
 
 /// Which page of a room's history to read. Bounds are exclusive message ids.
@@ -65,21 +71,31 @@ pub struct PageQuery {
 
 /// Durable message history, one implementation per backend.
 ///
-/// Contract (checked by [`conformance::run`]):
-/// - `append` is atomic and durable: when it returns `Ok`, every message and audit entry
-///   of the batch survives a crash (process kill or power loss per the backend's fsync
-///   semantics); when it returns `Err`, none of the batch is visible.
-/// - Within a batch and across batches, a message whose `(room, user, clientMsgId)` was
-///   already stored is not stored again: its outcome is `Duplicate(original id)`.
-/// - Message ids are unique per room; appending an id that exists overwrites nothing
-///   (the outcome is `Duplicate(id)`).
+/// Contract (checked by [`crate::store::conformance::run`]); every clause holds for a
+/// store without multi-partition transactions:
+/// - `append` reports one outcome per message, in batch order. `Stored` and
+///   `Duplicate` are durable answers: that message survives a crash (process kill, or
+///   power loss per the backend's sync semantics; for a replicated store, the write
+///   reached the configured consistency level). `Failed` means that message was not
+///   stored. `Err` means no outcome is known for any message of the batch.
+/// - Appends are idempotent, so a caller may retry a batch, or any part of it, after
+///   `Err` or `Failed`: a message whose id is already stored, or whose
+///   `(room, user, clientMsgId)` is, is not stored again; its outcome is
+///   `Duplicate(original id)`. Within one batch the first of two such messages wins.
+///   The index behind this is written with the message and needs no transaction across
+///   partitions: `clientMsgId` uniqueness is owned by the room's sequencer (the shard
+///   that admits the room's messages: its dedupe window, and the lookup before
+///   admission), which handles a room's publishes one at a time; the store's index is
+///   what answers a resend after a restart. A backend need not use a lightweight
+///   transaction per message for it.
+/// - Audit entries of a batch are durable once `append` returned `Ok`.
 /// - `page` returns messages in ascending id order. With `before` set (alone or with
 ///   `after`) it returns the *newest* `limit` messages in the range; with only `after`
 ///   it returns the *oldest* `limit` messages after it; with neither, the newest `limit`.
 ///   Tombstoned messages are included (with `deleted = true` and empty content) so that
-///   pages stay contiguous.
-/// - `tombstone` is idempotent and keeps the id, room, sender and time.
-/// - Reads see every batch whose `append` has returned.
+///   pages stay contiguous. Each message keeps the `seq` it was appended with.
+/// - `tombstone` is idempotent and keeps the id, `seq`, room, sender and time.
+/// - Reads see every message whose `append` outcome was `Stored`.
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
     /// A short backend name for logs and metrics (`embedded`, `scylla`).

@@ -196,59 +196,37 @@ const RETRIES: [Duration; 3] = [
 ];
 
 async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &FailedWrites) {
-    let mut batch = WriteBatch::default();
+    let mut messages = Vec::new();
+    let mut audit = Vec::new();
     for op in ops.iter() {
         match op {
-            WriteOp::Message { msg, audit, .. } => {
-                batch.messages.push(msg.clone());
-                batch.audit.extend(audit.iter().cloned());
+            WriteOp::Message { msg, audit: a, .. } => {
+                messages.push(msg.clone());
+                audit.extend(a.iter().cloned());
             }
-            WriteOp::Audit(a) => batch.audit.push(a.clone()),
+            WriteOp::Audit(a) => audit.push(a.clone()),
             WriteOp::AckExisting { .. } | WriteOp::Barrier(_) => {}
         }
     }
-    let outcome = if batch.messages.is_empty() && batch.audit.is_empty() {
-        Ok(Vec::new())
+    let outcomes = if messages.is_empty() && audit.is_empty() {
+        Vec::new()
     } else {
-        let started = Instant::now();
-        let mut attempt = 0;
-        let result = loop {
-            match store.append(batch.clone()).await {
-                Ok(out) => break Ok(out),
-                Err(e) => {
-                    metrics::counter!(m::STORE_ERRORS).increment(1);
-                    tracing::warn!(error = %e, attempt, backend = store.backend(), "history commit failed");
-                    match RETRIES.get(attempt) {
-                        Some(delay) => tokio::time::sleep(*delay).await,
-                        None => break Err(e),
-                    }
-                    attempt += 1;
-                }
-            }
-        };
-        metrics::histogram!(m::STORE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::STORE_BATCH_SIZE)
-            .record((batch.messages.len() + batch.audit.len()) as f64);
-        result
+        append_with_retries(store, messages, audit).await
     };
 
-    let mut outcomes = match &outcome {
-        Ok(out) => out.iter().copied(),
-        Err(_) => [].iter().copied(),
-    };
-    let stored_ok = outcome.is_ok();
+    let mut outcomes = outcomes.into_iter();
     for op in ops.drain(..) {
         match op {
             WriteOp::Message { msg, ack, .. } => {
-                let result = match (stored_ok, outcomes.next()) {
-                    (true, Some(AppendOutcome::Stored)) => {
+                let result = match outcomes.next().flatten() {
+                    Some(AppendOutcome::Stored) => {
                         metrics::counter!(m::MESSAGES_STORED).increment(1);
                         Ok(Acked {
                             message: msg,
                             duplicate: false,
                         })
                     }
-                    (true, Some(AppendOutcome::Duplicate(original))) => {
+                    Some(AppendOutcome::Duplicate(original)) => {
                         let mut message = msg;
                         message.message_id = original;
                         Ok(Acked {
@@ -256,7 +234,7 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
                             duplicate: true,
                         })
                     }
-                    _ => {
+                    Some(AppendOutcome::Failed) | None => {
                         failed.insert(msg.message_id);
                         Err(not_stored(&msg))
                     }
@@ -280,6 +258,64 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
             }
         }
     }
+}
+
+/// Appends, then retries what is not known stored: the whole batch after an `Err`, only
+/// the `Failed` messages after a partial success (appends are idempotent, so a retry
+/// never stores anything twice). Returns each message's final outcome in order; `None`
+/// (or `Failed`) for a message that was not stored after the last retry.
+async fn append_with_retries(
+    store: &dyn HistoryStore,
+    messages: Vec<crate::message::ChatMessage>,
+    mut audit: Vec<AuditEntry>,
+) -> Vec<Option<AppendOutcome>> {
+    let started = Instant::now();
+    metrics::histogram!(m::STORE_BATCH_SIZE).record((messages.len() + audit.len()) as f64);
+    let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; messages.len()];
+    let mut pending: Vec<usize> = (0..messages.len()).collect();
+    let mut attempt = 0;
+    loop {
+        let batch = WriteBatch {
+            messages: pending.iter().map(|&i| messages[i].clone()).collect(),
+            audit: audit.clone(),
+        };
+        match store.append(batch).await {
+            Ok(out) => {
+                audit.clear();
+                let mut still = Vec::new();
+                for (k, &i) in pending.iter().enumerate() {
+                    match out.get(k) {
+                        Some(AppendOutcome::Failed) | None => still.push(i),
+                        Some(o) => outcomes[i] = Some(*o),
+                    }
+                }
+                if !still.is_empty() {
+                    metrics::counter!(m::STORE_ERRORS).increment(1);
+                    tracing::warn!(
+                        failed = still.len(),
+                        attempt,
+                        backend = store.backend(),
+                        "history append: some messages failed"
+                    );
+                }
+                pending = still;
+            }
+            Err(e) => {
+                metrics::counter!(m::STORE_ERRORS).increment(1);
+                tracing::warn!(error = %e, attempt, backend = store.backend(), "history commit failed");
+            }
+        }
+        if pending.is_empty() && audit.is_empty() {
+            break;
+        }
+        match RETRIES.get(attempt) {
+            Some(delay) => tokio::time::sleep(*delay).await,
+            None => break,
+        }
+        attempt += 1;
+    }
+    metrics::histogram!(m::STORE_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+    outcomes
 }
 
 #[cfg(test)]
@@ -322,11 +358,13 @@ mod tests {
         writer.barrier().await;
     }
 
-    /// A store that fails every append while `failing` is set.
+    /// A store that fails every append while `failing` is set, and for the next
+    /// `partial` appends reports messages of room `shaky` as `Failed` (storing the rest).
     struct Flaky {
         inner: EmbeddedStore,
         failing: std::sync::atomic::AtomicBool,
         attempts: std::sync::atomic::AtomicUsize,
+        partial: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -343,7 +381,42 @@ mod tests {
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(crate::store::StoreError::Backend("disk on fire".into()));
             }
-            self.inner.append(batch).await
+            let partial = self
+                .partial
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if !partial {
+                return self.inner.append(batch).await;
+            }
+            let rest: Vec<_> = batch
+                .messages
+                .iter()
+                .filter(|m| m.room_id != "shaky")
+                .cloned()
+                .collect();
+            let mut stored = self
+                .inner
+                .append(WriteBatch {
+                    messages: rest,
+                    audit: batch.audit,
+                })
+                .await?
+                .into_iter();
+            Ok(batch
+                .messages
+                .iter()
+                .map(|m| {
+                    if m.room_id == "shaky" {
+                        AppendOutcome::Failed
+                    } else {
+                        stored.next().unwrap_or(AppendOutcome::Failed)
+                    }
+                })
+                .collect())
         }
         async fn page(
             &self,
@@ -390,6 +463,7 @@ mod tests {
             inner: EmbeddedStore::open(dir.path()).expect("open"),
             failing: std::sync::atomic::AtomicBool::new(true),
             attempts: std::sync::atomic::AtomicUsize::new(0),
+            partial: std::sync::atomic::AtomicUsize::new(0),
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
         let (tx, rx) = oneshot::channel();
@@ -446,5 +520,79 @@ mod tests {
             store.get("r", 7).await.expect("get").is_none(),
             "the failed message was never stored"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partly_failed_append_retries_only_the_failed_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            attempts: std::sync::atomic::AtomicUsize::new(0),
+            // The first append fails the shaky message; its retry succeeds.
+            partial: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
+        let mut replies = Vec::new();
+        for (room, id) in [("calm", 1), ("shaky", 2), ("calm", 3)] {
+            let (tx, rx) = oneshot::channel();
+            assert!(
+                writer
+                    .try_send(WriteOp::Message {
+                        msg: message(room, id, "u", None),
+                        ack: AckTo::Reply(tx),
+                        audit: None,
+                    })
+                    .is_ok()
+            );
+            replies.push(rx);
+        }
+        for (rx, id) in replies.into_iter().zip([1, 2, 3]) {
+            let acked = rx.await.expect("reply").expect("stored in the end");
+            assert_eq!((acked.message.message_id, acked.duplicate), (id, false));
+        }
+        assert_eq!(
+            store.attempts.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one append, then one retry of the failed message alone"
+        );
+        assert!(store.get("shaky", 2).await.expect("get").is_some());
+        assert_eq!(
+            store
+                .page(
+                    "calm",
+                    crate::store::PageQuery {
+                        before: None,
+                        after: None,
+                        limit: 10
+                    }
+                )
+                .await
+                .expect("page")
+                .len(),
+            2
+        );
+
+        // A message that keeps failing is reported, the others of its batch are acked.
+        store
+            .partial
+            .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        let (tx_ok, rx_ok) = oneshot::channel();
+        let (tx_bad, rx_bad) = oneshot::channel();
+        for (room, id, tx) in [("calm", 4, tx_ok), ("shaky", 5, tx_bad)] {
+            assert!(
+                writer
+                    .try_send(WriteOp::Message {
+                        msg: message(room, id, "u", None),
+                        ack: AckTo::Reply(tx),
+                        audit: None,
+                    })
+                    .is_ok()
+            );
+        }
+        assert!(rx_ok.await.expect("reply").is_ok());
+        let err = rx_bad.await.expect("reply").expect_err("never stored");
+        assert_eq!(err.code, ErrorCode::StoreUnavailable);
+        assert!(writer.failed.contains(5));
     }
 }

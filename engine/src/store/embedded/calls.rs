@@ -13,11 +13,7 @@ fn read_call(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<Call>, StoreError> {
-    table
-        .get(id)
-        .map_err(StoreError::backend)?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(id)?.map(|v| decode(v.value())).transpose()
 }
 
 #[async_trait]
@@ -26,14 +22,10 @@ impl CallStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut live = txn.open_table(LIVE_CALLS).map_err(StoreError::backend)?;
+                let mut live = txn.open_table(LIVE_CALLS)?;
                 let mut busy = None;
                 for user in [&call.caller_id, &call.callee_id] {
-                    if live
-                        .get(user.as_str())
-                        .map_err(StoreError::backend)?
-                        .is_some()
-                    {
+                    if live.get(user.as_str())?.is_some() {
                         busy = Some(user.clone());
                         break;
                     }
@@ -42,36 +34,33 @@ impl CallStore for EmbeddedStore {
                     Some(user_id) => Err(StartError::Busy { user_id }),
                     None => {
                         for user in [&call.caller_id, &call.callee_id] {
-                            live.insert(user.as_str(), call.id.as_str())
-                                .map_err(StoreError::backend)?;
+                            live.insert(user.as_str(), call.id.as_str())?;
                         }
-                        let mut calls = txn.open_table(CALLS).map_err(StoreError::backend)?;
-                        calls
-                            .insert(call.id.as_str(), encode(&call)?.as_slice())
-                            .map_err(StoreError::backend)?;
+                        let mut calls = txn.open_table(CALLS)?;
+                        calls.insert(call.id.as_str(), encode(&call)?.as_slice())?;
                         Ok(call)
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
     }
 
     async fn call(&self, id: &str) -> Result<Option<Call>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let calls = txn.open_table(CALLS).map_err(StoreError::backend)?;
+        let txn = self.db.begin_read()?;
+        let calls = txn.open_table(CALLS)?;
         read_call(&calls, id)
     }
 
     async fn live_call_of(&self, user_id: &str) -> Result<Option<Call>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let live = txn.open_table(LIVE_CALLS).map_err(StoreError::backend)?;
-        let Some(id) = live.get(user_id).map_err(StoreError::backend)? else {
+        let txn = self.db.begin_read()?;
+        let live = txn.open_table(LIVE_CALLS)?;
+        let Some(id) = live.get(user_id)? else {
             return Ok(None);
         };
-        let calls = txn.open_table(CALLS).map_err(StoreError::backend)?;
+        let calls = txn.open_table(CALLS)?;
         read_call(&calls, id.value())
     }
 
@@ -84,25 +73,20 @@ impl CallStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut calls = txn.open_table(CALLS).map_err(StoreError::backend)?;
+                let mut calls = txn.open_table(CALLS)?;
                 match read_call(&calls, &id)? {
                     None => Err(TransitionError::NotFound),
                     Some(call) => match apply(&call, &t) {
                         Err(e) => Err(e),
                         Ok(next) => {
-                            calls
-                                .insert(id.as_str(), encode(&next)?.as_slice())
-                                .map_err(StoreError::backend)?;
+                            calls.insert(id.as_str(), encode(&next)?.as_slice())?;
                             if !next.state.is_live() {
-                                let mut live =
-                                    txn.open_table(LIVE_CALLS).map_err(StoreError::backend)?;
+                                let mut live = txn.open_table(LIVE_CALLS)?;
                                 for user in [&next.caller_id, &next.callee_id] {
-                                    let mine = live
-                                        .get(user.as_str())
-                                        .map_err(StoreError::backend)?
-                                        .is_some_and(|v| v.value() == id);
+                                    let mine =
+                                        live.get(user.as_str())?.is_some_and(|v| v.value() == id);
                                     if mine {
-                                        live.remove(user.as_str()).map_err(StoreError::backend)?;
+                                        live.remove(user.as_str())?;
                                     }
                                 }
                             }
@@ -111,7 +95,7 @@ impl CallStore for EmbeddedStore {
                     },
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
@@ -119,12 +103,12 @@ impl CallStore for EmbeddedStore {
 
     async fn ringing_calls(&self) -> Result<Vec<Call>, StoreError> {
         self.blocking(|db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
-            let live = txn.open_table(LIVE_CALLS).map_err(StoreError::backend)?;
-            let calls = txn.open_table(CALLS).map_err(StoreError::backend)?;
+            let txn = db.begin_read()?;
+            let live = txn.open_table(LIVE_CALLS)?;
+            let calls = txn.open_table(CALLS)?;
             let mut out: Vec<Call> = Vec::new();
-            for item in live.iter().map_err(StoreError::backend)? {
-                let (_, id) = item.map_err(StoreError::backend)?;
+            for item in live.iter()? {
+                let (_, id) = item?;
                 if let Some(call) = read_call(&calls, id.value())?
                     && call.state == crate::calls::CallState::Ringing
                     && !out.iter().any(|c| c.id == call.id)

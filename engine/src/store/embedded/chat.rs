@@ -13,11 +13,7 @@ fn read_conv(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<Conversation>, StoreError> {
-    table
-        .get(id)
-        .map_err(StoreError::backend)?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(id)?.map(|v| decode(v.value())).transpose()
 }
 
 /// Moves a conversation's last activity to message `id` (if newer), keeping the
@@ -27,28 +23,22 @@ pub(super) fn touch_conversation(
     conv_id: &str,
     id: MessageId,
 ) -> Result<(), StoreError> {
-    let mut convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+    let mut convs = txn.open_table(CONVERSATIONS)?;
     let Some(mut conv) = read_conv(&convs, conv_id)? else {
         return Ok(());
     };
     if conv.last_message_id.is_some_and(|last| last >= id) {
         return Ok(());
     }
-    let mut activity = txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
+    let mut activity = txn.open_table(ACTIVITY)?;
     let at = crate::ids::unix_ms_of(id).max(conv.last_activity_ms);
     if conv.closed.is_none() {
-        activity
-            .remove((conv.last_activity_ms, conv_id))
-            .map_err(StoreError::backend)?;
-        activity
-            .insert((at, conv_id), ())
-            .map_err(StoreError::backend)?;
+        activity.remove((conv.last_activity_ms, conv_id))?;
+        activity.insert((at, conv_id), ())?;
     }
     conv.last_message_id = Some(id);
     conv.last_activity_ms = at;
-    convs
-        .insert(conv_id, encode(&conv)?.as_slice())
-        .map_err(StoreError::backend)?;
+    convs.insert(conv_id, encode(&conv)?.as_slice())?;
     Ok(())
 }
 
@@ -68,10 +58,10 @@ impl ChatStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut direct = txn.open_table(DIRECT).map_err(StoreError::backend)?;
-                let mut convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+                let mut direct = txn.open_table(DIRECT)?;
+                let mut convs = txn.open_table(CONVERSATIONS)?;
                 let existing = match pair_key(&conv) {
-                    Some(pair) => match direct.get(pair).map_err(StoreError::backend)? {
+                    Some(pair) => match direct.get(pair)? {
                         Some(id) => read_conv(&convs, id.value())?,
                         None => None,
                     },
@@ -81,37 +71,29 @@ impl ChatStore for EmbeddedStore {
                     Some(found) => (found, false),
                     None => {
                         if let Some(pair) = pair_key(&conv) {
-                            direct
-                                .insert(pair, conv.id.as_str())
-                                .map_err(StoreError::backend)?;
+                            direct.insert(pair, conv.id.as_str())?;
                         }
-                        convs
-                            .insert(conv.id.as_str(), encode(&conv)?.as_slice())
-                            .map_err(StoreError::backend)?;
-                        let mut members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+                        convs.insert(conv.id.as_str(), encode(&conv)?.as_slice())?;
+                        let mut members = txn.open_table(MEMBERS)?;
                         let state = encode(&MemberState::default())?;
                         for p in &conv.participant_ids {
-                            members
-                                .insert((p.as_str(), conv.id.as_str()), state.as_slice())
-                                .map_err(StoreError::backend)?;
+                            members.insert((p.as_str(), conv.id.as_str()), state.as_slice())?;
                         }
-                        let mut activity = txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
-                        activity
-                            .insert((conv.last_activity_ms, conv.id.as_str()), ())
-                            .map_err(StoreError::backend)?;
+                        let mut activity = txn.open_table(ACTIVITY)?;
+                        activity.insert((conv.last_activity_ms, conv.id.as_str()), ())?;
                         (conv, true)
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+        let txn = self.db.begin_read()?;
+        let convs = txn.open_table(CONVERSATIONS)?;
         read_conv(&convs, id)
     }
 
@@ -121,13 +103,13 @@ impl ChatStore for EmbeddedStore {
         id: &str,
         user_id: &str,
     ) -> Result<Option<(Conversation, MemberState)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
-        let Some(state) = members.get((user_id, id)).map_err(StoreError::backend)? else {
+        let txn = self.db.begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        let Some(state) = members.get((user_id, id))? else {
             return Ok(None);
         };
         let state: MemberState = decode(state.value())?;
-        let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+        let convs = txn.open_table(CONVERSATIONS)?;
         Ok(read_conv(&convs, id)?.map(|c| (c, state)))
     }
 
@@ -137,15 +119,13 @@ impl ChatStore for EmbeddedStore {
     ) -> Result<Vec<(Conversation, MemberState)>, StoreError> {
         let user = user_id.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
-            let members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
-            let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+            let txn = db.begin_read()?;
+            let members = txn.open_table(MEMBERS)?;
+            let convs = txn.open_table(CONVERSATIONS)?;
             let mut out = Vec::new();
-            let range = members
-                .range((user.as_str(), "")..)
-                .map_err(StoreError::backend)?;
+            let range = members.range((user.as_str(), "")..)?;
             for item in range {
-                let (k, v) = item.map_err(StoreError::backend)?;
+                let (k, v) = item?;
                 let (u, conv_id) = k.value();
                 if u != user {
                     break;
@@ -169,10 +149,9 @@ impl ChatStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut members = txn.open_table(MEMBERS).map_err(StoreError::backend)?;
+                let mut members = txn.open_table(MEMBERS)?;
                 let current: Option<MemberState> = members
-                    .get((user.as_str(), id.as_str()))
-                    .map_err(StoreError::backend)?
+                    .get((user.as_str(), id.as_str()))?
                     .map(|v| decode(v.value()))
                     .transpose()?;
                 match current {
@@ -194,14 +173,13 @@ impl ChatStore for EmbeddedStore {
                         };
                         if changed {
                             members
-                                .insert((user.as_str(), id.as_str()), encode(&state)?.as_slice())
-                                .map_err(StoreError::backend)?;
+                                .insert((user.as_str(), id.as_str()), encode(&state)?.as_slice())?;
                         }
                         Some((state, changed))
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
@@ -216,31 +194,26 @@ impl ChatStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+                let mut convs = txn.open_table(CONVERSATIONS)?;
                 match read_conv(&convs, &id)? {
                     None => None,
                     Some(mut conv) => {
                         match update {
                             ConversationUpdate::Close(c) => {
                                 if conv.closed.is_none() {
-                                    let mut activity =
-                                        txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
-                                    activity
-                                        .remove((conv.last_activity_ms, id.as_str()))
-                                        .map_err(StoreError::backend)?;
+                                    let mut activity = txn.open_table(ACTIVITY)?;
+                                    activity.remove((conv.last_activity_ms, id.as_str()))?;
                                     conv.closed = Some(c);
                                 }
                             }
                             ConversationUpdate::Snooze(s) => conv.snoozed = Some(s),
                         }
-                        convs
-                            .insert(id.as_str(), encode(&conv)?.as_slice())
-                            .map_err(StoreError::backend)?;
+                        convs.insert(id.as_str(), encode(&conv)?.as_slice())?;
                         Some(conv)
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
@@ -252,15 +225,13 @@ impl ChatStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<Conversation>, StoreError> {
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
-            let activity = txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
-            let convs = txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
+            let txn = db.begin_read()?;
+            let activity = txn.open_table(ACTIVITY)?;
+            let convs = txn.open_table(CONVERSATIONS)?;
             let mut out = Vec::new();
-            let range = activity
-                .range(..(inactive_since_ms, ""))
-                .map_err(StoreError::backend)?;
+            let range = activity.range(..(inactive_since_ms, ""))?;
             for item in range.take(limit) {
-                let (k, _) = item.map_err(StoreError::backend)?;
+                let (k, _) = item?;
                 if let Some(conv) = read_conv(&convs, k.value().1)? {
                     out.push(conv);
                 }
@@ -271,12 +242,9 @@ impl ChatStore for EmbeddedStore {
     }
 
     async fn locate_message(&self, id: MessageId) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let rooms = txn.open_table(MESSAGE_ROOMS).map_err(StoreError::backend)?;
-        Ok(rooms
-            .get(id)
-            .map_err(StoreError::backend)?
-            .map(|v| v.value().to_owned()))
+        let txn = self.db.begin_read()?;
+        let rooms = txn.open_table(MESSAGE_ROOMS)?;
+        Ok(rooms.get(id)?.map(|v| v.value().to_owned()))
     }
 
     async fn set_reaction(
@@ -294,22 +262,17 @@ impl ChatStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut messages = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
+                let mut messages = txn.open_table(MESSAGES)?;
                 let current: Option<ChatMessage> = messages
-                    .get((room.as_str(), id))
-                    .map_err(StoreError::backend)?
+                    .get((room.as_str(), id))?
                     .map(|v| decode(v.value()))
                     .transpose()?;
                 match current {
                     None => None,
                     Some(mut msg) => {
-                        let mut reactions =
-                            txn.open_table(REACTIONS).map_err(StoreError::backend)?;
+                        let mut reactions = txn.open_table(REACTIONS)?;
                         let key = (room.as_str(), id, user.as_str());
-                        let old = reactions
-                            .get(key)
-                            .map_err(StoreError::backend)?
-                            .map(|v| v.value().to_owned());
+                        let old = reactions.get(key)?.map(|v| v.value().to_owned());
                         if old != reaction {
                             if let Some(old) = &old
                                 && let Some(n) = msg.reactions.get_mut(old)
@@ -322,23 +285,19 @@ impl ChatStore for EmbeddedStore {
                             match &reaction {
                                 Some(r) => {
                                     *msg.reactions.entry(r.clone()).or_insert(0) += 1;
-                                    reactions
-                                        .insert(key, r.as_str())
-                                        .map_err(StoreError::backend)?;
+                                    reactions.insert(key, r.as_str())?;
                                 }
                                 None => {
-                                    reactions.remove(key).map_err(StoreError::backend)?;
+                                    reactions.remove(key)?;
                                 }
                             }
-                            messages
-                                .insert((room.as_str(), id), encode(&msg)?.as_slice())
-                                .map_err(StoreError::backend)?;
+                            messages.insert((room.as_str(), id), encode(&msg)?.as_slice())?;
                         }
                         Some(msg)
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
@@ -350,11 +309,10 @@ impl ChatStore for EmbeddedStore {
         id: MessageId,
         user_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let reactions = txn.open_table(REACTIONS).map_err(StoreError::backend)?;
+        let txn = self.db.begin_read()?;
+        let reactions = txn.open_table(REACTIONS)?;
         Ok(reactions
-            .get((room_id, id, user_id))
-            .map_err(StoreError::backend)?
+            .get((room_id, id, user_id))?
             .map(|v| v.value().to_owned()))
     }
 
@@ -367,17 +325,16 @@ impl ChatStore for EmbeddedStore {
     ) -> Result<usize, StoreError> {
         let (room, user) = (room_id.to_owned(), user_id.to_owned());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
-            let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(MESSAGES)?;
             let lo = after.map_or(0, |a| a.saturating_add(1));
             let mut n = 0;
             // Bounded work even when the reader's own messages dominate the range.
             for item in table
-                .range((room.as_str(), lo)..=(room.as_str(), u64::MAX))
-                .map_err(StoreError::backend)?
+                .range((room.as_str(), lo)..=(room.as_str(), u64::MAX))?
                 .take(cap.saturating_mul(10))
             {
-                let (_, v) = item.map_err(StoreError::backend)?;
+                let (_, v) = item?;
                 let m: ChatMessage = decode(v.value())?;
                 if m.user_id != user && !m.deleted {
                     n += 1;

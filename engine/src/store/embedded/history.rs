@@ -27,11 +27,9 @@ impl HistoryStore for EmbeddedStore {
     async fn get(&self, room_id: &str, id: MessageId) -> Result<Option<ChatMessage>, StoreError> {
         let room = room_id.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
-            let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
-            let v = table
-                .get((room.as_str(), id))
-                .map_err(StoreError::backend)?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(MESSAGES)?;
+            let v = table.get((room.as_str(), id))?;
             v.map(|v| decode(v.value())).transpose()
         })
         .await
@@ -40,14 +38,12 @@ impl HistoryStore for EmbeddedStore {
     async fn tombstone(&self, room_id: &str, id: MessageId) -> Result<bool, StoreError> {
         let room = room_id.to_owned();
         self.blocking(move |db| {
-            let mut txn = db.begin_write().map_err(StoreError::backend)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(StoreError::backend)?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
             let found = {
-                let mut table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
+                let mut table = txn.open_table(MESSAGES)?;
                 let current: Option<ChatMessage> = table
-                    .get((room.as_str(), id))
-                    .map_err(StoreError::backend)?
+                    .get((room.as_str(), id))?
                     .map(|v| decode(v.value()))
                     .transpose()?;
                 match current {
@@ -56,15 +52,13 @@ impl HistoryStore for EmbeddedStore {
                         if !m.deleted {
                             m.deleted = true;
                             m.content.clear();
-                            table
-                                .insert((room.as_str(), id), encode(&m)?.as_slice())
-                                .map_err(StoreError::backend)?;
+                            table.insert((room.as_str(), id), encode(&m)?.as_slice())?;
                         }
                         true
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(found)
         })
         .await
@@ -81,11 +75,9 @@ impl HistoryStore for EmbeddedStore {
         user_id: &str,
         client_msg_id: &str,
     ) -> Result<Option<MessageId>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let table = txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
-        let v = table
-            .get((room_id, user_id, client_msg_id))
-            .map_err(StoreError::backend)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CLIENT_IDS)?;
+        let v = table.get((room_id, user_id, client_msg_id))?;
         Ok(v.map(|v| v.value()))
     }
 
@@ -95,12 +87,12 @@ impl HistoryStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StoreError::backend)?;
-            let table = txn.open_table(AUDIT).map_err(StoreError::backend)?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(AUDIT)?;
             let lo = after.map_or(0, |a| a.saturating_add(1));
             let mut out = Vec::new();
-            for item in table.range(lo..).map_err(StoreError::backend)?.take(limit) {
-                let (_, v) = item.map_err(StoreError::backend)?;
+            for item in table.range(lo..)?.take(limit) {
+                let (_, v) = item?;
                 out.push(decode(v.value())?);
             }
             Ok(out)

@@ -15,46 +15,34 @@ impl KeyStore for EmbeddedStore {
         let user = user_id.to_owned();
         self.blocking(move |db| {
             let txn = write_txn(db)?;
-            txn.open_table(IDENTITY_KEYS)
-                .map_err(StoreError::backend)?
-                .insert(user.as_str(), encode(&key)?.as_slice())
-                .map_err(StoreError::backend)?;
-            txn.commit().map_err(StoreError::backend)
+            txn.open_table(IDENTITY_KEYS)?
+                .insert(user.as_str(), encode(&key)?.as_slice())?;
+            Ok(txn.commit()?)
         })
         .await
     }
 
     async fn identity_key(&self, user_id: &str) -> Result<Option<IdentityKey>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let t = txn.open_table(IDENTITY_KEYS).map_err(StoreError::backend)?;
-        t.get(user_id)
-            .map_err(StoreError::backend)?
-            .map(|v| decode(v.value()))
-            .transpose()
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(IDENTITY_KEYS)?;
+        t.get(user_id)?.map(|v| decode(v.value())).transpose()
     }
 
     async fn put_signed_pre_key(&self, user_id: &str, key: SignedPreKey) -> Result<(), StoreError> {
         let user = user_id.to_owned();
         self.blocking(move |db| {
             let txn = write_txn(db)?;
-            txn.open_table(SIGNED_PRE_KEYS)
-                .map_err(StoreError::backend)?
-                .insert(user.as_str(), encode(&key)?.as_slice())
-                .map_err(StoreError::backend)?;
-            txn.commit().map_err(StoreError::backend)
+            txn.open_table(SIGNED_PRE_KEYS)?
+                .insert(user.as_str(), encode(&key)?.as_slice())?;
+            Ok(txn.commit()?)
         })
         .await
     }
 
     async fn signed_pre_key(&self, user_id: &str) -> Result<Option<SignedPreKey>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let t = txn
-            .open_table(SIGNED_PRE_KEYS)
-            .map_err(StoreError::backend)?;
-        t.get(user_id)
-            .map_err(StoreError::backend)?
-            .map(|v| decode(v.value()))
-            .transpose()
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SIGNED_PRE_KEYS)?;
+        t.get(user_id)?.map(|v| decode(v.value())).transpose()
     }
 
     async fn put_pre_keys(
@@ -66,14 +54,11 @@ impl KeyStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut t = txn.open_table(PRE_KEYS).map_err(StoreError::backend)?;
+                let mut t = txn.open_table(PRE_KEYS)?;
                 let current = count_user(&t, &user)?;
                 let mut new = 0;
                 for k in &keys {
-                    if t.get((user.as_str(), k.key_id))
-                        .map_err(StoreError::backend)?
-                        .is_none()
-                    {
+                    if t.get((user.as_str(), k.key_id))?.is_none() {
                         new += 1;
                     }
                 }
@@ -81,15 +66,14 @@ impl KeyStore for EmbeddedStore {
                     PreKeysStored::OverCap { current }
                 } else {
                     for k in &keys {
-                        t.insert((user.as_str(), k.key_id), k.public_key.as_str())
-                            .map_err(StoreError::backend)?;
+                        t.insert((user.as_str(), k.key_id), k.public_key.as_str())?;
                     }
                     PreKeysStored::Stored {
                         total: current + new,
                     }
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
@@ -100,18 +84,15 @@ impl KeyStore for EmbeddedStore {
         self.blocking(move |db| {
             let txn = write_txn(db)?;
             let out = {
-                let mut t = txn.open_table(PRE_KEYS).map_err(StoreError::backend)?;
+                let mut t = txn.open_table(PRE_KEYS)?;
                 let first = t
-                    .range((user.as_str(), 0)..=(user.as_str(), u32::MAX))
-                    .map_err(StoreError::backend)?
+                    .range((user.as_str(), 0)..=(user.as_str(), u32::MAX))?
                     .next()
-                    .transpose()
-                    .map_err(StoreError::backend)?
+                    .transpose()?
                     .map(|(k, v)| (k.value().1, v.value().to_owned()));
                 let key = match first {
                     Some((key_id, public_key)) => {
-                        t.remove((user.as_str(), key_id))
-                            .map_err(StoreError::backend)?;
+                        t.remove((user.as_str(), key_id))?;
                         Some(PreKey { key_id, public_key })
                     }
                     None => None,
@@ -121,15 +102,15 @@ impl KeyStore for EmbeddedStore {
                     remaining: count_user(&t, &user)?,
                 }
             };
-            txn.commit().map_err(StoreError::backend)?;
+            txn.commit()?;
             Ok(out)
         })
         .await
     }
 
     async fn pre_key_count(&self, user_id: &str) -> Result<usize, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::backend)?;
-        let t = txn.open_table(PRE_KEYS).map_err(StoreError::backend)?;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PRE_KEYS)?;
         count_user(&t, user_id)
     }
 }
@@ -141,11 +122,8 @@ fn count_user(
     user: &str,
 ) -> Result<usize, StoreError> {
     let mut n = 0;
-    for item in t
-        .range((user, 0)..=(user, u32::MAX))
-        .map_err(StoreError::backend)?
-    {
-        item.map_err(StoreError::backend)?;
+    for item in t.range((user, 0)..=(user, u32::MAX))? {
+        item?;
         n += 1;
     }
     Ok(n)

@@ -67,25 +67,24 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 impl EmbeddedStore {
     /// Opens (or creates) the database file `history.redb` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
-        let db = Database::create(dir.join("history.redb")).map_err(StoreError::backend)?;
-        let txn = db.begin_write().map_err(StoreError::backend)?;
-        txn.open_table(MESSAGES).map_err(StoreError::backend)?;
-        txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
-        txn.open_table(AUDIT).map_err(StoreError::backend)?;
-        txn.open_table(MESSAGE_ROOMS).map_err(StoreError::backend)?;
-        txn.open_table(CONVERSATIONS).map_err(StoreError::backend)?;
-        txn.open_table(MEMBERS).map_err(StoreError::backend)?;
-        txn.open_table(DIRECT).map_err(StoreError::backend)?;
-        txn.open_table(ACTIVITY).map_err(StoreError::backend)?;
-        txn.open_table(REACTIONS).map_err(StoreError::backend)?;
-        txn.open_table(CALLS).map_err(StoreError::backend)?;
-        txn.open_table(LIVE_CALLS).map_err(StoreError::backend)?;
-        txn.open_table(IDENTITY_KEYS).map_err(StoreError::backend)?;
-        txn.open_table(SIGNED_PRE_KEYS)
-            .map_err(StoreError::backend)?;
-        txn.open_table(PRE_KEYS).map_err(StoreError::backend)?;
-        txn.commit().map_err(StoreError::backend)?;
+        std::fs::create_dir_all(dir)?;
+        let db = Database::create(dir.join("history.redb"))?;
+        let txn = db.begin_write()?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(CLIENT_IDS)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(MESSAGE_ROOMS)?;
+        txn.open_table(CONVERSATIONS)?;
+        txn.open_table(MEMBERS)?;
+        txn.open_table(DIRECT)?;
+        txn.open_table(ACTIVITY)?;
+        txn.open_table(REACTIONS)?;
+        txn.open_table(CALLS)?;
+        txn.open_table(LIVE_CALLS)?;
+        txn.open_table(IDENTITY_KEYS)?;
+        txn.open_table(SIGNED_PRE_KEYS)?;
+        txn.open_table(PRE_KEYS)?;
+        txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
 
@@ -101,38 +100,31 @@ impl EmbeddedStore {
     }
 
     fn append_sync(db: &Database, batch: &WriteBatch) -> Result<Vec<AppendOutcome>, StoreError> {
-        let mut txn = db.begin_write().map_err(StoreError::backend)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(StoreError::backend)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
         let mut outcomes = Vec::with_capacity(batch.messages.len());
         // Newest stored message per conversation, for its last activity.
         let mut newest: HashMap<&str, MessageId> = HashMap::new();
         {
-            let mut messages = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
-            let mut client_ids = txn.open_table(CLIENT_IDS).map_err(StoreError::backend)?;
-            let mut rooms = txn.open_table(MESSAGE_ROOMS).map_err(StoreError::backend)?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            let mut client_ids = txn.open_table(CLIENT_IDS)?;
+            let mut rooms = txn.open_table(MESSAGE_ROOMS)?;
             for m in &batch.messages {
                 if let Some(cid) = &m.client_msg_id {
                     let key = (m.room_id.as_str(), m.user_id.as_str(), cid.as_str());
-                    if let Some(existing) = client_ids.get(key).map_err(StoreError::backend)? {
+                    if let Some(existing) = client_ids.get(key)? {
                         outcomes.push(AppendOutcome::Duplicate(existing.value()));
                         continue;
                     }
-                    client_ids
-                        .insert(key, m.message_id)
-                        .map_err(StoreError::backend)?;
+                    client_ids.insert(key, m.message_id)?;
                 }
                 let key = (m.room_id.as_str(), m.message_id);
-                if messages.get(key).map_err(StoreError::backend)?.is_some() {
+                if messages.get(key)?.is_some() {
                     outcomes.push(AppendOutcome::Duplicate(m.message_id));
                     continue;
                 }
-                messages
-                    .insert(key, encode(m)?.as_slice())
-                    .map_err(StoreError::backend)?;
-                rooms
-                    .insert(m.message_id, m.room_id.as_str())
-                    .map_err(StoreError::backend)?;
+                messages.insert(key, encode(m)?.as_slice())?;
+                rooms.insert(m.message_id, m.room_id.as_str())?;
                 if is_conversation(&m.room_id) {
                     let n = newest.entry(m.room_id.as_str()).or_insert(0);
                     *n = (*n).max(m.message_id);
@@ -142,14 +134,12 @@ impl EmbeddedStore {
             for (conv, id) in newest {
                 touch_conversation(&txn, conv, id)?;
             }
-            let mut audit = txn.open_table(AUDIT).map_err(StoreError::backend)?;
+            let mut audit = txn.open_table(AUDIT)?;
             for a in &batch.audit {
-                audit
-                    .insert(a.id, encode(a)?.as_slice())
-                    .map_err(StoreError::backend)?;
+                audit.insert(a.id, encode(a)?.as_slice())?;
             }
         }
-        txn.commit().map_err(StoreError::backend)?;
+        txn.commit()?;
         Ok(outcomes)
     }
 
@@ -163,20 +153,18 @@ impl EmbeddedStore {
         if lo > hi || q.limit == 0 {
             return Ok(Vec::new());
         }
-        let txn = db.begin_read().map_err(StoreError::backend)?;
-        let table = txn.open_table(MESSAGES).map_err(StoreError::backend)?;
-        let range = table
-            .range((room, lo)..=(room, hi))
-            .map_err(StoreError::backend)?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(MESSAGES)?;
+        let range = table.range((room, lo)..=(room, hi))?;
         let mut out = Vec::with_capacity(q.limit.min(1024));
         if q.before.is_none() && q.after.is_some() {
             for item in range.take(q.limit) {
-                let (_, v) = item.map_err(StoreError::backend)?;
+                let (_, v) = item?;
                 out.push(decode(v.value())?);
             }
         } else {
             for item in range.rev().take(q.limit) {
-                let (_, v) = item.map_err(StoreError::backend)?;
+                let (_, v) = item?;
                 out.push(decode(v.value())?);
             }
             out.reverse();
@@ -191,10 +179,31 @@ const IDENTITY_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("identi
 const SIGNED_PRE_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signed_pre_keys");
 const PRE_KEYS: TableDefinition<(&str, u32), &str> = TableDefinition::new("pre_keys");
 
+/// redb's errors are backend errors: `?` converts them (the message is kept for the
+/// log; clients only ever see `store_unavailable`).
+macro_rules! backend_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::backend(e)
+            }
+        }
+    )*};
+}
+backend_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    std::io::Error
+);
+
 fn write_txn(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
-    let mut txn = db.begin_write().map_err(StoreError::backend)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(StoreError::backend)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
     Ok(txn)
 }
 
