@@ -16,6 +16,8 @@ use crate::message::{Attachment, MessageType};
 
 /// Every conversation id starts with this; public room ids may not.
 pub const CONVERSATION_PREFIX: &str = "conv_";
+/// The sender id of platform notices (admin sends without a sender, call summaries).
+pub const SYSTEM_SENDER: &str = "system";
 /// Most participants in one conversation (the creator included).
 pub const MAX_PARTICIPANTS: usize = 50;
 /// The reactions a message accepts.

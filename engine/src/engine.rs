@@ -11,6 +11,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::bus::{Bus, Envelope, Inbound, LocalBus, RoomEvent, UserFrame};
+use crate::calls::CallService;
 use crate::chat::Conversation;
 use crate::clock::now_unix_ms;
 use crate::disconnect::Disconnect;
@@ -52,6 +53,8 @@ pub struct EngineConfig {
     pub push_queue: usize,
     /// Positions (last `seq`) of rooms nobody is in, remembered per shard.
     pub idle_positions: usize,
+    /// How long a call rings before it is missed.
+    pub call_ring_timeout: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +74,7 @@ impl Default for EngineConfig {
             moderation: ModerationConfig::default(),
             push_queue: 0,
             idle_positions: 65_536,
+            call_ring_timeout: std::time::Duration::from_secs(45),
         }
     }
 }
@@ -91,6 +95,9 @@ pub(crate) struct Inner {
     /// one generator on the shard id reserved for them, behind a mutex because it is
     /// used off the hot path (a creation or a moderation action, not every message).
     pub(crate) aux_ids: Arc<Mutex<IdGenerator>>,
+    /// Set once at shutdown: every ring timer watches it and ends (see
+    /// `calls::service`).
+    pub(crate) timers_stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A handle to the engine; clones share it.
@@ -120,6 +127,9 @@ pub struct EngineTasks {
 pub(crate) fn shutting_down() -> ClientError {
     ClientError::new(ErrorCode::ShuttingDown, "the server is shutting down")
 }
+
+/// Pages [`Engine::unread_messages`] looks at, at most.
+pub const UNREAD_SCAN_PAGES: usize = 50;
 
 /// Conversations whose participants hear a user's status changes, at most.
 const STATUS_PARTNER_CONVERSATIONS: usize = 1000;
@@ -194,6 +204,7 @@ impl Engine {
             bus,
             next_conn: AtomicU64::new(1),
             aux_ids,
+            timers_stop: tokio::sync::watch::Sender::new(false),
         };
         let engine = Engine {
             inner: Arc::new(inner),
@@ -233,6 +244,11 @@ impl Engine {
 
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Call signalling: start, accept, end, ring timeouts (see [`CallService`]).
+    pub fn calls(&self) -> CallService<'_> {
+        CallService { engine: self }
     }
 
     /// Publishes a message that did not come from a socket (REST, system). The ack
@@ -327,6 +343,47 @@ impl Engine {
             }
         }
         Ok(Page { messages, has_more })
+    }
+
+    /// The oldest messages in `room_id` after `after` that are unread for `user_id`
+    /// (from others, not deleted: the rule `ChatStore::count_unread` counts by), at most
+    /// `max`, oldest first, and whether more remain. Bounded work: it walks at most
+    /// [`UNREAD_SCAN_PAGES`] pages of `max` messages.
+    pub async fn unread_messages(
+        &self,
+        room_id: &str,
+        after: Option<MessageId>,
+        user_id: &str,
+        max: usize,
+    ) -> Result<(Vec<ChatMessage>, bool), StoreError> {
+        let mut messages = Vec::new();
+        let mut cursor = after.unwrap_or(0);
+        for _ in 0..UNREAD_SCAN_PAGES {
+            let page = self
+                .history_page(
+                    room_id,
+                    PageQuery {
+                        before: None,
+                        after: Some(cursor),
+                        limit: max,
+                    },
+                )
+                .await?;
+            for m in page.messages {
+                cursor = m.message_id;
+                if m.user_id == user_id || m.deleted {
+                    continue;
+                }
+                if messages.len() == max {
+                    return Ok((messages, true));
+                }
+                messages.push(m);
+            }
+            if !page.has_more {
+                return Ok((messages, false));
+            }
+        }
+        Ok((messages, true))
     }
 
     /// The newest message id the store has for `(room, user, clientMsgId)`.

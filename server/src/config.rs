@@ -50,7 +50,6 @@ pub struct Config {
     /// Push notification webhook; `None` turns push off.
     pub push: Option<PushConfig>,
     /// A ringing call nobody answers becomes `missed` after this.
-    pub call_ring_timeout: Duration,
     /// The video provider (LiveKit-style); `None` makes video tokens 503.
     pub video: Option<VideoConfig>,
     /// A user whose one-time pre-keys fall below this many gets `prekeys_low`.
@@ -231,6 +230,11 @@ impl Config {
             },
             push_queue: 0,
             idle_positions: defaults.idle_positions,
+            call_ring_timeout: Duration::from_millis(positive(
+                env,
+                "ROOMCAST_CALL_RING_TIMEOUT_MS",
+                defaults.call_ring_timeout.as_millis() as u64,
+            )?),
             moderation: ModerationConfig {
                 enabled: flag(env, "ENABLE_MODERATION", defaults.moderation.enabled)?,
                 max_message_length: positive(
@@ -342,11 +346,6 @@ impl Config {
             production,
             cors_origins,
             push,
-            call_ring_timeout: Duration::from_millis(positive(
-                env,
-                "ROOMCAST_CALL_RING_TIMEOUT_MS",
-                45_000u64,
-            )?),
             video,
             prekey_low_threshold: parse(env, "ROOMCAST_PREKEY_LOW_THRESHOLD", 10usize)?,
             jwt_secret,

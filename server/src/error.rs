@@ -52,6 +52,15 @@ pub enum ApiError {
     Store(#[from] roomcast_engine::store::StoreError),
 }
 
+impl From<roomcast_engine::calls::CallError> for ApiError {
+    fn from(e: roomcast_engine::calls::CallError) -> Self {
+        match e {
+            roomcast_engine::calls::CallError::Client(c) => ApiError::Client(c),
+            roomcast_engine::calls::CallError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 /// The cause of a `store_unavailable` response, for the middleware to log (never sent).
 #[derive(Debug, Clone)]
 pub struct StoreFailure(pub String);

@@ -214,7 +214,7 @@ pub async fn run(
     tracing::info!(%addr, shards = config.engine.shards, data_dir = %config.data_dir.display(), "roomcast listening");
     let http = tokio_util::task::TaskTracker::new();
     on_ready(addr);
-    api::calls::resume(&state).await;
+    engine.calls().resume().await;
     let server = tokio::spawn(accept::serve(
         listener,
         router(state),
@@ -229,6 +229,7 @@ pub async fn run(
         tokio::time::sleep(config.shutdown_drain_delay).await;
     }
     shutdown.token.cancel();
+    engine.calls().stop();
     let asked = engine.close_all(Disconnect::SHUTDOWN);
     shutdown.tracker.close();
     if tokio::time::timeout(config.shutdown_timeout, shutdown.tracker.wait())

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The user id of messages sent as the platform (no `senderId`).
-pub(crate) const SYSTEM_SENDER: &str = "system";
+pub(crate) use roomcast_engine::chat::SYSTEM_SENDER;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

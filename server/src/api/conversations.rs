@@ -327,41 +327,24 @@ pub(crate) async fn history(
     let before = bound("before", params.before.as_deref(), false)?;
     let after = bound("after", params.after.as_deref(), true)?;
     member_of(&app, &id, caller.id()).await?;
-    let (messages, has_more) = read_page(&app, &id, before, after, limit).await?;
+    let page = app
+        .engine
+        .history_page(
+            &id,
+            PageQuery {
+                before,
+                after,
+                limit,
+            },
+        )
+        .await?;
+    let (messages, has_more) = (page.messages, page.has_more);
     Ok(Json(HistoryPage {
         conversation_id: id,
         messages: messages.into_iter().map(MessageView::from).collect(),
         has_more,
     }))
 }
-
-/// Reads one page plus one row to learn whether another page exists.
-pub(crate) async fn read_page(
-    app: &AppState,
-    room: &str,
-    before: Option<MessageId>,
-    after: Option<MessageId>,
-    limit: usize,
-) -> Result<(Vec<roomcast_engine::message::ChatMessage>, bool), ApiError> {
-    let query = PageQuery {
-        before,
-        after,
-        limit: limit + 1,
-    };
-    let mut page = app.engine.history(room, query).await?;
-    let has_more = page.len() > limit;
-    if has_more {
-        if before.is_none() && after.is_some() {
-            page.pop();
-        } else {
-            page.remove(0);
-        }
-    }
-    Ok((page, has_more))
-}
-
-/// Pages of 200 the unread walk reads at most.
-const UNREAD_SCAN_PAGES: usize = 50;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -391,41 +374,11 @@ pub(crate) async fn unread(
     let count = store
         .count_unread(&id, state.last_read_id, me, UNREAD_COUNT_CAP)
         .await?;
-    // Walk forward from the marker, skipping the caller's own and deleted messages;
-    // at most UNREAD_SCAN_PAGES pages, so the work is bounded.
-    let mut messages = Vec::new();
-    let mut cursor = state.last_read_id;
-    let mut has_more = false;
-    let mut pages = 0;
-    'walk: loop {
-        pages += 1;
-        if pages > UNREAD_SCAN_PAGES {
-            has_more = true;
-            break;
-        }
-        let (page, more) = read_page(
-            &app,
-            &id,
-            None,
-            Some(cursor.unwrap_or(0)),
-            HISTORY_MAX_LIMIT,
-        )
+    let (messages, has_more) = app
+        .engine
+        .unread_messages(&id, state.last_read_id, me, HISTORY_MAX_LIMIT)
         .await?;
-        for m in page {
-            cursor = Some(m.message_id);
-            if m.user_id == me || m.deleted {
-                continue;
-            }
-            if messages.len() == HISTORY_MAX_LIMIT {
-                has_more = true;
-                break 'walk;
-            }
-            messages.push(MessageView::from(m));
-        }
-        if !more {
-            break;
-        }
-    }
+    let messages = messages.into_iter().map(MessageView::from).collect();
     Ok(Json(UnreadPage {
         conversation_id: id,
         last_read_message_id: state.last_read_id,

@@ -109,12 +109,21 @@ pub(crate) async fn room_history(
     };
     let before = bound("before", params.before.as_deref(), false)?;
     let after = bound("after", params.after.as_deref(), true)?;
-    let (page, has_more) =
-        crate::api::conversations::read_page(&app, &room_id, before, after, limit).await?;
+    let page = app
+        .engine
+        .history_page(
+            &room_id,
+            roomcast_engine::PageQuery {
+                before,
+                after,
+                limit,
+            },
+        )
+        .await?;
     Ok(Json(RoomHistoryPage {
         room_id,
-        messages: page.into_iter().map(RoomMessage::from).collect(),
-        has_more,
+        messages: page.messages.into_iter().map(RoomMessage::from).collect(),
+        has_more: page.has_more,
     })
     .into_response())
 }

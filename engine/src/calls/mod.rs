@@ -1,5 +1,6 @@
 //! Audio and video call signalling (seed 000, "Video Call Functions"): the call state
-//! machine and the [`CallStore`] trait that keeps calls. The media itself flows through
+//! machine, the [`CallService`] around it, and the wire view of a call; the
+//! `CallStore` (in `store`) keeps calls. The media itself flows through
 //! an external provider (LiveKit-style); roomcast decides who may call whom, tracks the
 //! call's state, tells both parties on every session, and issues provider tokens.
 //!
@@ -15,7 +16,13 @@
 //! stored state, so racing requests (double accept, accept after end) see exactly one
 //! winner.
 
+mod service;
+mod view;
+
 use serde::{Deserialize, Serialize};
+
+pub use service::{CallError, CallService, StartCall};
+pub use view::CallView;
 
 /// Every call id starts with this.
 pub const CALL_PREFIX: &str = "call_";
