@@ -91,6 +91,133 @@ pub struct PushConfig {
     pub timeout: Duration,
 }
 
+// Defaults of the variables the engine's `Default` impls do not own. Together with
+// `EngineConfig::default()` they are the one source of every default; the README's
+// table is checked against `documented_defaults`.
+const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_BIND: [u8; 4] = [0, 0, 0, 0];
+const DEFAULT_DATA_DIR: &str = "data";
+const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+const DEFAULT_SHUTDOWN_DRAIN_DELAY_MS: u64 = 0;
+const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_PUSH_QUEUE: usize = 10_000;
+const DEFAULT_PUSH_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_PUSH_BACKOFF_MS: u64 = 500;
+const DEFAULT_PUSH_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_VIDEO_TOKEN_TTL_SECS: u64 = 600;
+const DEFAULT_PREKEY_LOW_THRESHOLD: usize = 10;
+
+/// Every variable and its default as the README's configuration table writes it
+/// (without backticks). Values come from parsing an empty environment and from the
+/// constants above, so the table cannot drift from the code unnoticed.
+pub fn documented_defaults() -> Vec<(&'static str, String)> {
+    let e = EngineConfig::default();
+    let unset = || "(unset)".to_owned();
+    let ms = |d: Duration| d.as_millis().to_string();
+    vec![
+        ("PORT", DEFAULT_PORT.to_string()),
+        ("ROOMCAST_BIND", IpAddr::from(DEFAULT_BIND).to_string()),
+        (
+            "ROOMCAST_LISTEN_BACKLOG",
+            DEFAULT_LISTEN_BACKLOG.to_string(),
+        ),
+        ("ROOMCAST_DATA_DIR", DEFAULT_DATA_DIR.to_owned()),
+        ("NODE_ENV", unset()),
+        ("JWT_SECRET", "dev secret in the data dir".to_owned()),
+        ("ROOMCAST_JWT_ISSUER", unset()),
+        ("ROOMCAST_JWT_AUDIENCE", unset()),
+        ("RATE_LIMIT_WINDOW_MS", ms(e.rate.window)),
+        ("RATE_LIMIT_MAX_MESSAGES", e.rate.max_messages.to_string()),
+        (
+            "ROOMCAST_CONNECT_RATE_PER_IP",
+            e.rate.connects_per_ip_per_sec.to_string(),
+        ),
+        (
+            "ROOMCAST_TYPING_RATE_PER_SEC",
+            e.rate.typing_per_sec.to_string(),
+        ),
+        ("ENABLE_MODERATION", e.moderation.enabled.to_string()),
+        (
+            "MAX_MESSAGE_LENGTH",
+            e.moderation.max_message_length.to_string(),
+        ),
+        ("ROOMCAST_BLOCKED_WORDS", "(empty)".to_owned()),
+        ("ROOMCAST_MODERATION_MODE", "mask".to_owned()),
+        (
+            "ROOMCAST_MAX_FRAME_BYTES",
+            DEFAULT_MAX_FRAME_BYTES.to_string(),
+        ),
+        ("ROOMCAST_OUTBOX_MAX_BYTES", e.outbox_max_bytes.to_string()),
+        (
+            "ROOMCAST_WRITE_TIMEOUT_MS",
+            DEFAULT_WRITE_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_PING_INTERVAL_MS",
+            DEFAULT_PING_INTERVAL_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_MAX_ROOMS_PER_CONNECTION",
+            e.max_rooms_per_connection.to_string(),
+        ),
+        (
+            "ROOMCAST_MAX_CONNECTIONS_PER_USER",
+            e.max_connections_per_user.to_string(),
+        ),
+        (
+            "ROOMCAST_RECOVERY_MAX_MESSAGES",
+            e.recovery_max_messages.to_string(),
+        ),
+        ("ROOMCAST_DEDUPE_WINDOW", e.dedupe_window.to_string()),
+        ("ROOMCAST_SHARDS", "cores".to_owned()),
+        ("ROOMCAST_SHARD_QUEUE", e.shard_queue.to_string()),
+        ("ROOMCAST_HISTORY_QUEUE", e.writer_queue.to_string()),
+        ("ROOMCAST_HISTORY_MAX_BATCH", e.writer_max_batch.to_string()),
+        ("ROOMCAST_NODE_ID", e.node_id.to_string()),
+        (
+            "ROOMCAST_SHUTDOWN_DRAIN_DELAY_MS",
+            DEFAULT_SHUTDOWN_DRAIN_DELAY_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_SHUTDOWN_TIMEOUT_MS",
+            DEFAULT_SHUTDOWN_TIMEOUT_MS.to_string(),
+        ),
+        ("ROOMCAST_CORS_ORIGINS", "*".to_owned()),
+        ("ROOMCAST_PUSH_WEBHOOK_URL", unset()),
+        ("ROOMCAST_PUSH_QUEUE", DEFAULT_PUSH_QUEUE.to_string()),
+        (
+            "ROOMCAST_PUSH_MAX_ATTEMPTS",
+            DEFAULT_PUSH_MAX_ATTEMPTS.to_string(),
+        ),
+        (
+            "ROOMCAST_PUSH_BACKOFF_MS",
+            DEFAULT_PUSH_BACKOFF_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_PUSH_TIMEOUT_MS",
+            DEFAULT_PUSH_TIMEOUT_MS.to_string(),
+        ),
+        ("ROOMCAST_CALL_RING_TIMEOUT_MS", ms(e.call_ring_timeout)),
+        ("ROOMCAST_VIDEO_URL", unset()),
+        ("ROOMCAST_VIDEO_API_KEY", unset()),
+        ("ROOMCAST_VIDEO_API_SECRET", unset()),
+        (
+            "ROOMCAST_VIDEO_TOKEN_TTL_SECS",
+            DEFAULT_VIDEO_TOKEN_TTL_SECS.to_string(),
+        ),
+        (
+            "ROOMCAST_PREKEY_LOW_THRESHOLD",
+            DEFAULT_PREKEY_LOW_THRESHOLD.to_string(),
+        ),
+        ("ROOMCAST_ECHO_ENDPOINT", "false".to_owned()),
+        ("ROOMCAST_LOG_FORMAT", "plain".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+}
+
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 fn get(env: Env<'_>, var: &'static str) -> Option<String> {
@@ -165,7 +292,7 @@ impl Config {
                 });
             }
         };
-        let node_id: u16 = parse(env, "ROOMCAST_NODE_ID", 0)?;
+        let node_id: u16 = parse(env, "ROOMCAST_NODE_ID", defaults.node_id)?;
         if node_id > roomcast_engine::ids::MAX_NODE_ID {
             return Err(ConfigError {
                 var: "ROOMCAST_NODE_ID",
@@ -264,23 +391,27 @@ impl Config {
                 }
                 Some(PushConfig {
                     url,
-                    max_attempts: positive(env, "ROOMCAST_PUSH_MAX_ATTEMPTS", 5u32)?,
+                    max_attempts: positive(
+                        env,
+                        "ROOMCAST_PUSH_MAX_ATTEMPTS",
+                        DEFAULT_PUSH_MAX_ATTEMPTS,
+                    )?,
                     backoff: Duration::from_millis(positive(
                         env,
                         "ROOMCAST_PUSH_BACKOFF_MS",
-                        500u64,
+                        DEFAULT_PUSH_BACKOFF_MS,
                     )?),
                     timeout: Duration::from_millis(positive(
                         env,
                         "ROOMCAST_PUSH_TIMEOUT_MS",
-                        5_000u64,
+                        DEFAULT_PUSH_TIMEOUT_MS,
                     )?),
                 })
             }
         };
         let mut engine = engine;
         if push.is_some() {
-            engine.push_queue = positive(env, "ROOMCAST_PUSH_QUEUE", 10_000usize)?;
+            engine.push_queue = positive(env, "ROOMCAST_PUSH_QUEUE", DEFAULT_PUSH_QUEUE)?;
         }
         let video = match (
             get(env, "ROOMCAST_VIDEO_URL"),
@@ -302,7 +433,7 @@ impl Config {
                     token_ttl: Duration::from_secs(positive(
                         env,
                         "ROOMCAST_VIDEO_TOKEN_TTL_SECS",
-                        600u64,
+                        DEFAULT_VIDEO_TOKEN_TTL_SECS,
                     )?),
                 })
             }
@@ -339,39 +470,44 @@ impl Config {
             });
         }
         Ok(Self {
-            bind: parse(env, "ROOMCAST_BIND", IpAddr::from([0, 0, 0, 0]))?,
-            port: parse(env, "PORT", 8000)?,
+            bind: parse(env, "ROOMCAST_BIND", IpAddr::from(DEFAULT_BIND))?,
+            port: parse(env, "PORT", DEFAULT_PORT)?,
             data_dir: get(env, "ROOMCAST_DATA_DIR")
-                .map_or_else(|| PathBuf::from("data"), PathBuf::from),
+                .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from),
             production,
             cors_origins,
             push,
             video,
-            prekey_low_threshold: parse(env, "ROOMCAST_PREKEY_LOW_THRESHOLD", 10usize)?,
+            prekey_low_threshold: parse(
+                env,
+                "ROOMCAST_PREKEY_LOW_THRESHOLD",
+                DEFAULT_PREKEY_LOW_THRESHOLD,
+            )?,
             jwt_secret,
             jwt_issuer: get(env, "ROOMCAST_JWT_ISSUER"),
             jwt_audience: get(env, "ROOMCAST_JWT_AUDIENCE"),
-            max_frame_bytes: positive(env, "ROOMCAST_MAX_FRAME_BYTES", 64 * 1024)?,
+            max_frame_bytes: positive(env, "ROOMCAST_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES)?,
             write_timeout: Duration::from_millis(positive(
                 env,
                 "ROOMCAST_WRITE_TIMEOUT_MS",
-                10_000u64,
+                DEFAULT_WRITE_TIMEOUT_MS,
             )?),
             shutdown_drain_delay: Duration::from_millis(parse(
                 env,
                 "ROOMCAST_SHUTDOWN_DRAIN_DELAY_MS",
-                0u64,
+                DEFAULT_SHUTDOWN_DRAIN_DELAY_MS,
             )?),
             shutdown_timeout: Duration::from_millis(positive(
                 env,
                 "ROOMCAST_SHUTDOWN_TIMEOUT_MS",
-                10_000u64,
+                DEFAULT_SHUTDOWN_TIMEOUT_MS,
             )?),
-            ping_interval: match parse(env, "ROOMCAST_PING_INTERVAL_MS", 25_000u64)? {
+            ping_interval: match parse(env, "ROOMCAST_PING_INTERVAL_MS", DEFAULT_PING_INTERVAL_MS)?
+            {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
-            listen_backlog: positive(env, "ROOMCAST_LISTEN_BACKLOG", 4096u32)?,
+            listen_backlog: positive(env, "ROOMCAST_LISTEN_BACKLOG", DEFAULT_LISTEN_BACKLOG)?,
             echo_endpoint: flag(env, "ROOMCAST_ECHO_ENDPOINT", false)?,
             log_json: get(env, "ROOMCAST_LOG_FORMAT").is_some_and(|v| v == "json"),
             engine,
@@ -445,5 +581,41 @@ mod tests {
         .expect("valid");
         assert_eq!(c.engine.moderation.blocked_words, vec!["darn", "heck"]);
         assert_eq!(c.engine.moderation.mode, ModerationMode::Reject);
+    }
+
+    /// The README's configuration table lists exactly the variables the server reads,
+    /// each with the default the code uses.
+    #[test]
+    fn the_readme_table_matches_the_defaults() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<(String, String)> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let var = cells.get(1)?.trim_matches('`');
+                let default = cells.get(2)?.trim_matches('`');
+                var.chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_')
+                    .then(|| (var.to_owned(), default.to_owned()))
+            })
+            .collect();
+        let expected: Vec<(String, String)> = documented_defaults()
+            .into_iter()
+            .map(|(v, d)| (v.to_owned(), d))
+            .collect();
+        assert!(rows.len() >= 40, "the table was not found: {rows:?}");
+        assert_eq!(
+            rows, expected,
+            "README configuration table vs documented_defaults()"
+        );
+        // And the documented defaults are what parsing an empty environment yields.
+        let c = config(&[]).expect("defaults parse");
+        let e = EngineConfig::default();
+        assert_eq!(c.port, DEFAULT_PORT);
+        assert_eq!(c.engine.rate.max_messages, e.rate.max_messages);
+        assert_eq!(c.engine.call_ring_timeout, e.call_ring_timeout);
+        assert_eq!(c.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+        assert_eq!(c.listen_backlog, DEFAULT_LISTEN_BACKLOG);
     }
 }
