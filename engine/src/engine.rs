@@ -323,25 +323,8 @@ impl Engine {
     /// and drops the extra from the far end (the oldest, unless paging forward with only
     /// `after`).
     pub async fn history_page(&self, room_id: &str, query: PageQuery) -> Result<Page, StoreError> {
-        let limit = query.limit;
-        let forward = query.after.is_some() && query.before.is_none();
-        let mut messages = self
-            .history(
-                room_id,
-                PageQuery {
-                    limit: limit + 1,
-                    ..query
-                },
-            )
-            .await?;
-        let has_more = messages.len() > limit;
-        if has_more {
-            if forward {
-                messages.truncate(limit);
-            } else {
-                messages.drain(..messages.len() - limit);
-            }
-        }
+        let mut messages = self.history(room_id, query.one_more()).await?;
+        let has_more = query.cut(&mut messages);
         Ok(Page { messages, has_more })
     }
 

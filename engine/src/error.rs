@@ -1,7 +1,7 @@
 //! The engine's client-facing error codes: one stable `code` string per failure a client
 //! can cause or observe, with the human message written next to where it is raised.
-//! The server maps these to HTTP statuses and WebSocket close codes in one place
-//! (`roomcast_server::error`).
+//! The server maps these to HTTP statuses in one place (`roomcast_server::error`);
+//! WebSocket close codes come from [`crate::disconnect`].
 
 use serde::Serialize;
 

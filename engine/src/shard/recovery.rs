@@ -48,16 +48,16 @@ impl Shard {
             let query = PageQuery {
                 after: Some(since),
                 before: Some(high.saturating_add(1)),
-                limit: limit + 1,
+                limit,
             };
             let started = Instant::now();
-            let result = store.page(&room_id, query).await.map(|mut page| {
-                let complete = page.len() <= limit;
-                if !complete {
-                    page.drain(..page.len() - limit);
-                }
-                (page, complete)
-            });
+            let result = store
+                .page(&room_id, query.one_more())
+                .await
+                .map(|mut page| {
+                    let complete = !query.cut(&mut page);
+                    (page, complete)
+                });
             metrics::histogram!(m::STORE_READ_SECONDS).record(started.elapsed().as_secs_f64());
             if let Some(tx) = tx.upgrade() {
                 let _ = tx

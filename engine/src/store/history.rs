@@ -69,6 +69,32 @@ pub struct PageQuery {
     pub limit: usize,
 }
 
+impl PageQuery {
+    /// The same query reading one message more than `limit`, so that [`PageQuery::cut`]
+    /// can tell whether more lie beyond the page.
+    pub fn one_more(self) -> PageQuery {
+        PageQuery {
+            limit: self.limit + 1,
+            ..self
+        }
+    }
+
+    /// Cuts what [`PageQuery::one_more`] read down to `limit`, dropping the extra from the
+    /// far end of the walk (the oldest, unless paging forward with only `after`).
+    /// Returns whether there was more.
+    pub fn cut(&self, messages: &mut Vec<ChatMessage>) -> bool {
+        let more = messages.len() > self.limit;
+        if more {
+            if self.after.is_some() && self.before.is_none() {
+                messages.truncate(self.limit);
+            } else {
+                messages.drain(..messages.len() - self.limit);
+            }
+        }
+        more
+    }
+}
+
 /// Durable message history, one implementation per backend.
 ///
 /// Contract (checked by [`crate::store::conformance::run`]); every clause holds for a
@@ -125,4 +151,38 @@ pub trait HistoryStore: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(ids: &[u64]) -> Vec<ChatMessage> {
+        ids.iter()
+            .map(|&id| ChatMessage::reference(id, "r".into(), "u".into(), "u".into(), None))
+            .collect()
+    }
+
+    #[test]
+    fn cut_drops_the_far_end_of_the_walk() {
+        let back = PageQuery {
+            before: Some(10),
+            after: None,
+            limit: 2,
+        };
+        let mut m = msgs(&[5, 6, 7]);
+        assert!(back.cut(&mut m));
+        assert_eq!(m.iter().map(|m| m.message_id).collect::<Vec<_>>(), [6, 7]);
+        let forward = PageQuery {
+            before: None,
+            after: Some(1),
+            limit: 2,
+        };
+        let mut m = msgs(&[2, 3, 4]);
+        assert!(forward.cut(&mut m));
+        assert_eq!(m.iter().map(|m| m.message_id).collect::<Vec<_>>(), [2, 3]);
+        let mut m = msgs(&[2, 3]);
+        assert!(!forward.cut(&mut m));
+        assert_eq!(forward.one_more().limit, 3);
+    }
 }

@@ -38,8 +38,7 @@ impl HistoryStore for EmbeddedStore {
     async fn tombstone(&self, room_id: &str, id: MessageId) -> Result<bool, StoreError> {
         let room = room_id.to_owned();
         self.blocking(move |db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
+            let txn = write_txn(db)?;
             let found = {
                 let mut table = txn.open_table(MESSAGES)?;
                 let current: Option<ChatMessage> = table

@@ -1,4 +1,4 @@
-//! The embedded on-disk history backend (redb), the default for a single node.
+//! The embedded on-disk backend (redb) of all four stores, the default for a single node.
 //!
 //! Why redb over fjall (measured in `benches/benches/store.rs`, figures in
 //! docs/PERFORMANCE.md): fjall group-commits 64 messages about 1.6x faster, redb reads
@@ -8,9 +8,21 @@
 //! check-then-insert atomically, and it runs no background compaction competing for
 //! the cores.
 //!
-//! Layout: `messages[(room, id)] = json(ChatMessage)`, `client_ids[(room, user,
-//! clientMsgId)] = id`, `audit[id] = json(AuditEntry)`. Every call runs on tokio's
-//! blocking pool; write transactions commit with `Durability::Immediate` (fsync).
+//! Layout (every table is defined here; one file per contract uses them):
+//! - history: `messages[(room, id)] = json(ChatMessage)`, `client_ids[(room, user,
+//!   clientMsgId)] = id`, `audit[id] = json(AuditEntry)`;
+//! - chat: `message_rooms[id] = room`, `conversations[id] = json(Conversation)`,
+//!   `members[(user, conv)] = json(MemberState)`, `direct[(a, b)] = conv` (one per pair),
+//!   `activity[(last ms, conv)]` (open conversations by last activity),
+//!   `reactions[(room, message, user)] = reaction`;
+//! - calls: `calls[id] = json(Call)`, `live_calls[user] = call id` (the busy index);
+//! - keys: `identity_keys[user]`, `signed_pre_keys[user]` (json), `pre_keys[(user, key
+//!   id)] = public key`.
+//!
+//! Batching policy: the writer's whole batch is one write transaction (all its messages
+//! and audit entries in one fsync), so every outcome of a batch is decided together.
+//! Point lookups run inline; page reads and commits on tokio's blocking pool; write
+//! transactions commit with `Durability::Immediate` (fsync).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -100,8 +112,7 @@ impl EmbeddedStore {
     }
 
     fn append_sync(db: &Database, batch: &WriteBatch) -> Result<Vec<AppendOutcome>, StoreError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        let txn = write_txn(db)?;
         let mut outcomes = Vec::with_capacity(batch.messages.len());
         // Newest stored message per conversation, for its last activity.
         let mut newest: HashMap<&str, MessageId> = HashMap::new();
