@@ -7,14 +7,16 @@
 #   members  one room of 500 / 1,000 / 2,000 / 4,000 members (2 driver processes)
 #   conns    idle 5,000 / 10,000 / 19,500 connections (2 driver processes)
 # Usage: bash loadtest/scenarios.sh [big|private|idle|churn|members|conns ...];
-# results in target/perf/.
+# results in target/perf/ (or $PERF_OUT). SERVER_BIN runs another server build (for a
+# before/after comparison in one sitting) with this tree's driver.
 # The server runs with the full product on the path (auth, rate limit with a raised
 # quota, moderation with a blocked-word list, history with fsync, metrics). Bounded:
 # each step 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p roomcast-server -p roomcast-loadtest
-out=target/perf; mkdir -p "$out"
+out=${PERF_OUT:-target/perf}; mkdir -p "$out"
+server_bin=${SERVER_BIN:-target/release/roomcast}
 secret=load-secret-0123456789abcdef
 port=${PORT:-9200}
 # Moderation on the path: 40 blocked words, so every message is scanned.
@@ -27,7 +29,7 @@ run() {
   JWT_SECRET=$secret PORT=$port ROOMCAST_BIND=127.0.0.1 ROOMCAST_DATA_DIR="$out/data-$name" \
     RATE_LIMIT_MAX_MESSAGES=100000000 ROOMCAST_CONNECT_RATE_PER_IP=1000000 RUST_LOG=warn \
     ROOMCAST_BLOCKED_WORDS="$blocked" \
-    target/release/roomcast >"$out/$name.server.out" 2>"$out/$name.server.err" &
+    "$server_bin" >"$out/$name.server.out" 2>"$out/$name.server.err" &
   local pid=$!
   for _ in $(seq 100); do grep -q listening "$out/$name.server.out" 2>/dev/null && break; sleep 0.1; done
   target/release/roomcast-load "$@" --url ws://127.0.0.1:$port --secret $secret --server-pid $pid \

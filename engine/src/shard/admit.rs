@@ -118,13 +118,7 @@ impl Shard {
     /// Reads the room's newest stored message once everything handed to the writer is
     /// durable, and reports back with [`ShardCmd::PositionLoaded`].
     fn load_position(&self, room_id: String) {
-        let (store, writer, tx) = (
-            self.store.clone(),
-            self.writer.clone(),
-            self.self_tx.clone(),
-        );
-        tokio::spawn(async move {
-            writer.barrier().await;
+        self.read_durable(move |store| async move {
             let query = PageQuery {
                 before: None,
                 after: None,
@@ -138,11 +132,7 @@ impl Shard {
             });
             let outcome = if result.is_ok() { "ok" } else { "failed" };
             metrics::counter!(m::ROOM_POSITION_LOADS, "outcome" => outcome).increment(1);
-            if let Some(tx) = tx.upgrade() {
-                let _ = tx
-                    .send_async(ShardCmd::PositionLoaded(PositionLoaded { room_id, result }))
-                    .await;
-            }
+            ShardCmd::PositionLoaded(PositionLoaded { room_id, result })
         });
     }
 

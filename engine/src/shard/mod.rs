@@ -263,6 +263,28 @@ impl Shard {
         self.rooms.get_mut(room_id).expect("inserted above")
     }
 
+    /// Runs a store read off the shard task once everything handed to the writer so far
+    /// is durable (so the read sees every message this shard admitted), and reports the
+    /// command it makes back through the command queue.
+    fn read_durable<F, Fut>(&self, read: F)
+    where
+        F: FnOnce(Arc<dyn HistoryStore>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ShardCmd> + Send,
+    {
+        let (store, writer, tx) = (
+            self.store.clone(),
+            self.writer.clone(),
+            self.self_tx.clone(),
+        );
+        tokio::spawn(async move {
+            writer.barrier().await;
+            let cmd = read(store).await;
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send_async(cmd).await;
+            }
+        });
+    }
+
     /// Forgets a room nobody is in, remembering its position.
     fn drop_if_idle(&mut self, room_id: &str) {
         if self.rooms.get(room_id).is_some_and(Room::is_idle)

@@ -36,15 +36,7 @@ impl Shard {
         }
         let high = self.ids.high_water();
         let limit = self.cfg.recovery_max_messages;
-        let (store, writer, tx) = (
-            self.store.clone(),
-            self.writer.clone(),
-            self.self_tx.clone(),
-        );
-        tokio::spawn(async move {
-            // Messages already handed to the writer but not yet committed must be in
-            // the store before we read it.
-            writer.barrier().await;
+        self.read_durable(move |store| async move {
             let query = PageQuery {
                 after: Some(since),
                 before: Some(high.saturating_add(1)),
@@ -59,16 +51,12 @@ impl Shard {
                     (page, complete)
                 });
             metrics::histogram!(m::STORE_READ_SECONDS).record(started.elapsed().as_secs_f64());
-            if let Some(tx) = tx.upgrade() {
-                let _ = tx
-                    .send_async(ShardCmd::RecoveryDone(RecoveryDone {
-                        room_id,
-                        conn,
-                        since,
-                        result,
-                    }))
-                    .await;
-            }
+            ShardCmd::RecoveryDone(RecoveryDone {
+                room_id,
+                conn,
+                since,
+                result,
+            })
         });
     }
 

@@ -456,6 +456,20 @@ mod tests {
         }
     }
 
+    type Reply = oneshot::Receiver<Result<Acked, ClientError>>;
+
+    /// Queues `msg` and returns where its ack will arrive.
+    fn queue(writer: &HistoryWriter, msg: ChatMessage) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let op = WriteOp::Message {
+            msg,
+            ack: AckTo::Reply(tx),
+            audit: None,
+        };
+        assert!(writer.try_send(op).is_ok(), "writer queue full");
+        rx
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failed_commit_is_retried_then_reported_and_never_acked() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -466,16 +480,7 @@ mod tests {
             partial: std::sync::atomic::AtomicUsize::new(0),
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
-        let (tx, rx) = oneshot::channel();
-        assert!(
-            writer
-                .try_send(WriteOp::Message {
-                    msg: message("r", 7, "u", Some("c")),
-                    ack: AckTo::Reply(tx),
-                    audit: None,
-                })
-                .is_ok()
-        );
+        let rx = queue(&writer, message("r", 7, "u", Some("c")));
         let err = rx.await.expect("reply").expect_err("must not be acked");
         assert_eq!(err.code, ErrorCode::StoreUnavailable);
         assert_eq!(err.client_msg_id.as_deref(), Some("c"));
@@ -503,16 +508,7 @@ mod tests {
         store
             .failing
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        let (tx, rx) = oneshot::channel();
-        assert!(
-            writer
-                .try_send(WriteOp::Message {
-                    msg: message("r", 8, "u", Some("d")),
-                    ack: AckTo::Reply(tx),
-                    audit: None,
-                })
-                .is_ok()
-        );
+        let rx = queue(&writer, message("r", 8, "u", Some("d")));
         let acked = rx.await.expect("reply").expect("stored");
         assert_eq!(acked.message.message_id, 8);
         assert!(store.get("r", 8).await.expect("get").is_some());
@@ -533,20 +529,10 @@ mod tests {
             partial: std::sync::atomic::AtomicUsize::new(1),
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
-        let mut replies = Vec::new();
-        for (room, id) in [("calm", 1), ("shaky", 2), ("calm", 3)] {
-            let (tx, rx) = oneshot::channel();
-            assert!(
-                writer
-                    .try_send(WriteOp::Message {
-                        msg: message(room, id, "u", None),
-                        ack: AckTo::Reply(tx),
-                        audit: None,
-                    })
-                    .is_ok()
-            );
-            replies.push(rx);
-        }
+        let replies: Vec<Reply> = [("calm", 1), ("shaky", 2), ("calm", 3)]
+            .into_iter()
+            .map(|(room, id)| queue(&writer, message(room, id, "u", None)))
+            .collect();
         for (rx, id) in replies.into_iter().zip([1, 2, 3]) {
             let acked = rx.await.expect("reply").expect("stored in the end");
             assert_eq!((acked.message.message_id, acked.duplicate), (id, false));
@@ -577,19 +563,8 @@ mod tests {
         store
             .partial
             .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
-        let (tx_ok, rx_ok) = oneshot::channel();
-        let (tx_bad, rx_bad) = oneshot::channel();
-        for (room, id, tx) in [("calm", 4, tx_ok), ("shaky", 5, tx_bad)] {
-            assert!(
-                writer
-                    .try_send(WriteOp::Message {
-                        msg: message(room, id, "u", None),
-                        ack: AckTo::Reply(tx),
-                        audit: None,
-                    })
-                    .is_ok()
-            );
-        }
+        let rx_ok = queue(&writer, message("calm", 4, "u", None));
+        let rx_bad = queue(&writer, message("shaky", 5, "u", None));
         assert!(rx_ok.await.expect("reply").is_ok());
         let err = rx_bad.await.expect("reply").expect_err("never stored");
         assert_eq!(err.code, ErrorCode::StoreUnavailable);
