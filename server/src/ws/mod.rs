@@ -51,7 +51,7 @@ pub(crate) async fn chat(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    accept(app, peer, req, false).await
+    admit(app, peer, req, false).await
 }
 
 pub(crate) async fn echo(
@@ -59,14 +59,17 @@ pub(crate) async fn echo(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    accept(app, peer, req, true).await
+    admit(app, peer, req, true).await
 }
 
 fn reject(reason: &'static str) {
     metrics::counter!(m::CONNECT_REJECTED, "reason" => reason).increment(1);
 }
 
-async fn accept(
+/// WebSocket admission: every check that can refuse a connection (draining, auth,
+/// per-IP connect rate, parameters, the per-user limit) runs here, before the upgrade.
+/// (`accept.rs` is the TCP accept loop, a different step.)
+async fn admit(
     app: AppState,
     peer: SocketAddr,
     mut req: Request,
