@@ -11,6 +11,7 @@ mod autobahn;
 mod calls;
 mod chat;
 mod chat_admin;
+mod chat_paging;
 mod durability;
 mod fanout;
 mod input;

@@ -91,132 +91,10 @@ pub struct PushConfig {
     pub timeout: Duration,
 }
 
-// Defaults of the variables the engine's `Default` impls do not own. Together with
-// `EngineConfig::default()` they are the one source of every default; the README's
-// table is checked against `documented_defaults`.
-const DEFAULT_PORT: u16 = 8000;
-const DEFAULT_BIND: [u8; 4] = [0, 0, 0, 0];
-const DEFAULT_DATA_DIR: &str = "data";
-const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
-const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
-const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
-const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
-const DEFAULT_SHUTDOWN_DRAIN_DELAY_MS: u64 = 0;
-const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
-const DEFAULT_PUSH_QUEUE: usize = 10_000;
-const DEFAULT_PUSH_MAX_ATTEMPTS: u32 = 5;
-const DEFAULT_PUSH_BACKOFF_MS: u64 = 500;
-const DEFAULT_PUSH_TIMEOUT_MS: u64 = 5_000;
-const DEFAULT_VIDEO_TOKEN_TTL_SECS: u64 = 600;
-const DEFAULT_PREKEY_LOW_THRESHOLD: usize = 10;
+mod defaults;
 
-/// Every variable and its default as the README's configuration table writes it
-/// (without backticks). Values come from parsing an empty environment and from the
-/// constants above, so the table cannot drift from the code unnoticed.
-pub fn documented_defaults() -> Vec<(&'static str, String)> {
-    let e = EngineConfig::default();
-    let unset = || "(unset)".to_owned();
-    let ms = |d: Duration| d.as_millis().to_string();
-    vec![
-        ("PORT", DEFAULT_PORT.to_string()),
-        ("ROOMCAST_BIND", IpAddr::from(DEFAULT_BIND).to_string()),
-        (
-            "ROOMCAST_LISTEN_BACKLOG",
-            DEFAULT_LISTEN_BACKLOG.to_string(),
-        ),
-        ("ROOMCAST_DATA_DIR", DEFAULT_DATA_DIR.to_owned()),
-        ("NODE_ENV", unset()),
-        ("JWT_SECRET", "dev secret in the data dir".to_owned()),
-        ("ROOMCAST_JWT_ISSUER", unset()),
-        ("ROOMCAST_JWT_AUDIENCE", unset()),
-        ("RATE_LIMIT_WINDOW_MS", ms(e.rate.window)),
-        ("RATE_LIMIT_MAX_MESSAGES", e.rate.max_messages.to_string()),
-        (
-            "ROOMCAST_CONNECT_RATE_PER_IP",
-            e.rate.connects_per_ip_per_sec.to_string(),
-        ),
-        (
-            "ROOMCAST_TYPING_RATE_PER_SEC",
-            e.rate.typing_per_sec.to_string(),
-        ),
-        ("ENABLE_MODERATION", e.moderation.enabled.to_string()),
-        (
-            "MAX_MESSAGE_LENGTH",
-            e.moderation.max_message_length.to_string(),
-        ),
-        ("ROOMCAST_BLOCKED_WORDS", "(empty)".to_owned()),
-        ("ROOMCAST_MODERATION_MODE", "mask".to_owned()),
-        (
-            "ROOMCAST_MAX_FRAME_BYTES",
-            DEFAULT_MAX_FRAME_BYTES.to_string(),
-        ),
-        ("ROOMCAST_OUTBOX_MAX_BYTES", e.outbox_max_bytes.to_string()),
-        (
-            "ROOMCAST_WRITE_TIMEOUT_MS",
-            DEFAULT_WRITE_TIMEOUT_MS.to_string(),
-        ),
-        (
-            "ROOMCAST_PING_INTERVAL_MS",
-            DEFAULT_PING_INTERVAL_MS.to_string(),
-        ),
-        (
-            "ROOMCAST_MAX_ROOMS_PER_CONNECTION",
-            e.max_rooms_per_connection.to_string(),
-        ),
-        (
-            "ROOMCAST_MAX_CONNECTIONS_PER_USER",
-            e.max_connections_per_user.to_string(),
-        ),
-        (
-            "ROOMCAST_RECOVERY_MAX_MESSAGES",
-            e.recovery_max_messages.to_string(),
-        ),
-        ("ROOMCAST_DEDUPE_WINDOW", e.dedupe_window.to_string()),
-        ("ROOMCAST_SHARDS", "cores".to_owned()),
-        ("ROOMCAST_SHARD_QUEUE", e.shard_queue.to_string()),
-        ("ROOMCAST_HISTORY_QUEUE", e.writer_queue.to_string()),
-        ("ROOMCAST_HISTORY_MAX_BATCH", e.writer_max_batch.to_string()),
-        ("ROOMCAST_NODE_ID", e.node_id.to_string()),
-        (
-            "ROOMCAST_SHUTDOWN_DRAIN_DELAY_MS",
-            DEFAULT_SHUTDOWN_DRAIN_DELAY_MS.to_string(),
-        ),
-        (
-            "ROOMCAST_SHUTDOWN_TIMEOUT_MS",
-            DEFAULT_SHUTDOWN_TIMEOUT_MS.to_string(),
-        ),
-        ("ROOMCAST_CORS_ORIGINS", "*".to_owned()),
-        ("ROOMCAST_PUSH_WEBHOOK_URL", unset()),
-        ("ROOMCAST_PUSH_QUEUE", DEFAULT_PUSH_QUEUE.to_string()),
-        (
-            "ROOMCAST_PUSH_MAX_ATTEMPTS",
-            DEFAULT_PUSH_MAX_ATTEMPTS.to_string(),
-        ),
-        (
-            "ROOMCAST_PUSH_BACKOFF_MS",
-            DEFAULT_PUSH_BACKOFF_MS.to_string(),
-        ),
-        (
-            "ROOMCAST_PUSH_TIMEOUT_MS",
-            DEFAULT_PUSH_TIMEOUT_MS.to_string(),
-        ),
-        ("ROOMCAST_CALL_RING_TIMEOUT_MS", ms(e.call_ring_timeout)),
-        ("ROOMCAST_VIDEO_URL", unset()),
-        ("ROOMCAST_VIDEO_API_KEY", unset()),
-        ("ROOMCAST_VIDEO_API_SECRET", unset()),
-        (
-            "ROOMCAST_VIDEO_TOKEN_TTL_SECS",
-            DEFAULT_VIDEO_TOKEN_TTL_SECS.to_string(),
-        ),
-        (
-            "ROOMCAST_PREKEY_LOW_THRESHOLD",
-            DEFAULT_PREKEY_LOW_THRESHOLD.to_string(),
-        ),
-        ("ROOMCAST_ECHO_ENDPOINT", "false".to_owned()),
-        ("ROOMCAST_LOG_FORMAT", "plain".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ]
-}
+pub use defaults::documented_defaults;
+use defaults::*;
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -587,7 +465,7 @@ mod tests {
     /// each with the default the code uses.
     #[test]
     fn the_readme_table_matches_the_defaults() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let rows: Vec<(String, String)> = readme
             .lines()
             .filter(|l| l.starts_with("| `"))
