@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need when it is
-# missing (the Autobahn|Testsuite, Chromium, schemathesis), then runs every test in the
-# workspace (unit tests, the store conformance suite, end-to-end tests against the real
-# binary, the Autobahn conformance run, Swagger UI in headless Chromium, schemathesis
-# against our OpenAPI document), and checks that the load driver and benches compile.
+# missing (the Autobahn|Testsuite, Chromium, schemathesis, Apache Cassandra 5.0 from
+# Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
+# the workspace (unit tests, engine tests, the store conformance suite on the embedded
+# store and on Cassandra, end-to-end tests against the real binary, the Autobahn
+# conformance run, Swagger UI in headless Chromium, schemathesis against our OpenAPI
+# document), and checks that the load driver and benches compile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,16 @@ if [ "${ROOMCAST_SKIP_SCHEMATHESIS:-0}" != "1" ] && ! [ -x target/tools-venv/bin
   echo "scripts/test.sh: installing schemathesis"
   { python3 -m venv target/tools-venv && target/tools-venv/bin/pip install -q "schemathesis==4.32.5"; } \
     >/tmp/roomcast-schemathesis-install.log 2>&1 || { tail -30 /tmp/roomcast-schemathesis-install.log; exit 1; }
+fi
+
+# A real Apache Cassandra 5.0 for the CQL store's tests (scripts/cassandra/start.sh fetches
+# it from Maven Central on first use and runs it on a free loopback port); stopped when
+# the suite ends. A Cassandra that cannot start fails the suite here, loudly.
+if [ "${ROOMCAST_SKIP_CQL:-0}" != "1" ] && [ -z "${ROOMCAST_TEST_CQL:-}" ]; then
+  echo "scripts/test.sh: starting Cassandra 5.0 (scripts/cassandra/start.sh)"
+  ROOMCAST_TEST_CQL=$(bash scripts/cassandra/start.sh target/cassandra | tail -n 1)
+  export ROOMCAST_TEST_CQL
+  trap 'bash scripts/cassandra/stop.sh target/cassandra' EXIT
 fi
 
 # Formatting and lints are part of the suite: a missing tool is a failure, said plainly.

@@ -11,6 +11,7 @@ mod calls;
 mod chat;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod cql;
 pub mod embedded;
 mod history;
 mod keys;
