@@ -167,6 +167,35 @@ impl HistoryStore for CqlStore {
                 }
             };
         }
+        // Conversation activity, a monotone follow-up: once per conversation per batch,
+        // with its newest stored message. Until it is written, that message does not
+        // count as stored (a retry resumes it and writes the activity again).
+        let mut newest: HashMap<&str, usize> = HashMap::new();
+        for (i, m) in batch.messages.iter().enumerate() {
+            if outcomes[i] == AppendOutcome::Stored && crate::chat::is_conversation(&m.room_id) {
+                let e = newest.entry(m.room_id.as_str()).or_insert(i);
+                if batch.messages[*e].message_id < m.message_id {
+                    *e = i;
+                }
+            }
+        }
+        let touches: Vec<(&str, usize)> = newest.into_iter().collect();
+        let touched = join_all(
+            touches
+                .iter()
+                .map(|&(_, i)| self.touch_conversation(&batch.messages[i])),
+        )
+        .await;
+        for (&(room, _), result) in touches.iter().zip(touched) {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cql: conversation activity write failed");
+                for (i, m) in batch.messages.iter().enumerate() {
+                    if m.room_id == room && outcomes[i] == AppendOutcome::Stored {
+                        outcomes[i] = AppendOutcome::Failed;
+                    }
+                }
+            }
+        }
         // Audit entries of the batch: all durable, or the call fails (the writer then
         // retries the batch; every write above is idempotent).
         for r in join_all(batch.audit.iter().map(|a| self.write_audit(a))).await {
@@ -284,6 +313,9 @@ impl HistoryStore for CqlStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let after = after.unwrap_or(0);
         let rows = self
             .session

@@ -18,6 +18,7 @@
 //! brought the keyspace to; [`CqlStore::connect`] refuses a keyspace at another version
 //! and says what to run.
 
+mod chat;
 mod history;
 
 use std::sync::Arc;
@@ -119,7 +120,50 @@ const SCHEMA_V1: &[&str] = &[
      PRIMARY KEY ((bucket), id)) WITH CLUSTERING ORDER BY (id ASC)",
     "CREATE TABLE IF NOT EXISTS {ks}.audit_buckets (all_rows int, bucket int, \
      PRIMARY KEY ((all_rows), bucket)) WITH CLUSTERING ORDER BY (bucket ASC)",
+    // Chat. `last_message_id` and `last_activity_ms` are written `USING TIMESTAMP <id>`
+    // by appends only (monotone by last-write-wins); `body` by creation and admin.
+    "CREATE TABLE IF NOT EXISTS {ks}.conversations (id text PRIMARY KEY, body blob, \
+     last_message_id bigint, last_activity_ms bigint)",
+    // `last_read_id` is written `USING TIMESTAMP <id>` only: it never moves back.
+    "CREATE TABLE IF NOT EXISTS {ks}.members (user_id text, conv_id text, archived boolean, \
+     last_read_id bigint, PRIMARY KEY ((user_id), conv_id))",
+    // One direct conversation per pair: the one conditional insert of the chat store.
+    "CREATE TABLE IF NOT EXISTS {ks}.direct (a text, b text, conv_id text, \
+     PRIMARY KEY ((a, b)))",
+    // Open conversations by last activity, spread over ACTIVITY_PARTS partitions.
+    "CREATE TABLE IF NOT EXISTS {ks}.activity (part int, last_ms bigint, conv_id text, \
+     PRIMARY KEY ((part), last_ms, conv_id))",
+    "CREATE TABLE IF NOT EXISTS {ks}.reactions (room_id text, message_id bigint, user_id text, \
+     reaction text, PRIMARY KEY ((room_id, message_id), user_id))",
 ];
+
+/// Prepares statements with the store's settings.
+pub(crate) struct Preparer<'a> {
+    session: &'a Session,
+    cfg: &'a CqlConfig,
+}
+
+impl Preparer<'_> {
+    /// An idempotent statement at the configured consistency and timeout.
+    pub(crate) async fn prep(&self, q: &str) -> Result<PreparedStatement, StoreError> {
+        let mut p = self
+            .session
+            .prepare(q.replace("{ks}", &self.cfg.keyspace))
+            .await?;
+        p.set_consistency(self.cfg.consistency);
+        p.set_is_idempotent(true);
+        p.set_request_timeout(Some(self.cfg.request_timeout));
+        Ok(p)
+    }
+
+    /// A lightweight transaction (`IF ...`): serial consistency, not retried blindly.
+    pub(crate) async fn lwt(&self, q: &str) -> Result<PreparedStatement, StoreError> {
+        let mut p = self.prep(q).await?;
+        p.set_is_idempotent(false);
+        p.set_serial_consistency(Some(scylla::statement::SerialConsistency::LocalSerial));
+        Ok(p)
+    }
+}
 
 /// The prepared statements, prepared once per process.
 pub(crate) struct Statements {
@@ -137,6 +181,7 @@ pub(crate) struct Statements {
     pub(crate) page_asc: PreparedStatement,
     pub(crate) select_audit_buckets: PreparedStatement,
     pub(crate) audit_page: PreparedStatement,
+    pub(crate) chat: chat::ChatStatements,
 }
 
 /// See the module doc. Cheap to clone.
@@ -243,18 +288,8 @@ impl CqlStore {
                 )));
             }
         }
-        let prep = |q: &str| {
-            let q = q.replace("{ks}", ks);
-            let s = &s;
-            let cfg = cfg.clone();
-            async move {
-                let mut p = s.prepare(q).await?;
-                p.set_consistency(cfg.consistency);
-                p.set_is_idempotent(true);
-                p.set_request_timeout(Some(cfg.request_timeout));
-                Ok::<_, StoreError>(p)
-            }
-        };
+        let p = Preparer { session: &s, cfg };
+        let prep = |q: &'static str| p.prep(q);
         let st = Statements {
             insert_message: prep(
                 "INSERT INTO {ks}.messages (room_id, bucket, message_id, body) VALUES (?, ?, ?, ?)",
@@ -313,6 +348,7 @@ impl CqlStore {
                 "SELECT body FROM {ks}.audit WHERE bucket = ? AND id > ? LIMIT ?",
             )
             .await?,
+            chat: chat::ChatStatements::prepare(&p).await?,
         };
         Ok(Self {
             session: Arc::new(s),
@@ -363,7 +399,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn passes_the_history_conformance_suite_on_cassandra() {
+    async fn passes_the_conformance_suite_on_cassandra() {
         let Some(node) = test_node() else { return };
         let cfg = CqlConfig::local(&node, &keyspace("history"));
         // Unmigrated: refused with what to run.
@@ -378,6 +414,7 @@ mod tests {
         assert_eq!(migrate(&cfg).await.ok(), Some(SCHEMA_VERSION));
         let store = CqlStore::connect(&cfg).await.expect("connect");
         crate::store::conformance::run(&store).await;
+        crate::store::conformance::run_chat(&store).await;
     }
 
     #[tokio::test]
