@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::{CqlStore, Preparer, bucket_of, id_i64};
+use super::{CqlStore, Preparer, applied, bucket_of, id_i64};
 use crate::chat::{
     Conversation, ConversationKind, ConversationUpdate, MemberState, MemberUpdate, is_conversation,
 };
@@ -300,17 +300,11 @@ impl ChatStore for CqlStore {
         }
         // Written first, claimed second: whoever reads the claim finds a whole record.
         self.write_conversation(&conv).await?;
-        let applied = self
-            .session
-            .execute_unpaged(&self.chat().claim_direct, (a, b, &conv.id))
-            .await?
-            .into_rows_result()?
-            .maybe_first_row::<scylla::value::Row>()?
-            .and_then(|row| match row.columns.first() {
-                Some(Some(scylla::value::CqlValue::Boolean(applied))) => Some(*applied),
-                _ => None,
-            })
-            .unwrap_or(false);
+        let applied = applied(
+            self.session
+                .execute_unpaged(&self.chat().claim_direct, (a, b, &conv.id))
+                .await?,
+        )?;
         let winner = if applied {
             conv.id.clone()
         } else {

@@ -18,8 +18,10 @@
 //! brought the keyspace to; [`CqlStore::connect`] refuses a keyspace at another version
 //! and says what to run.
 
+mod calls;
 mod chat;
 mod history;
+mod keys;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +100,20 @@ impl From<scylla::errors::DeserializationError> for StoreError {
     }
 }
 
+/// Whether a lightweight transaction applied: the `[applied]` column of its one row.
+pub(crate) fn applied(
+    result: scylla::response::query_result::QueryResult,
+) -> Result<bool, StoreError> {
+    Ok(result
+        .into_rows_result()?
+        .maybe_first_row::<scylla::value::Row>()?
+        .and_then(|row| match row.columns.first() {
+            Some(Some(scylla::value::CqlValue::Boolean(applied))) => Some(*applied),
+            _ => None,
+        })
+        .unwrap_or(false))
+}
+
 impl From<scylla::errors::MaybeFirstRowError> for StoreError {
     fn from(e: scylla::errors::MaybeFirstRowError) -> Self {
         StoreError::Corrupt(e.to_string())
@@ -135,6 +151,17 @@ const SCHEMA_V1: &[&str] = &[
      PRIMARY KEY ((part), last_ms, conv_id))",
     "CREATE TABLE IF NOT EXISTS {ks}.reactions (room_id text, message_id bigint, user_id text, \
      reaction text, PRIMARY KEY ((room_id, message_id), user_id))",
+    // Calls: transitions are compare-and-set on `state` (IF state = ?); who is busy is a
+    // conditional claim per user (IF NOT EXISTS); ringing calls are listed for resume.
+    "CREATE TABLE IF NOT EXISTS {ks}.calls (id text PRIMARY KEY, body blob, state text)",
+    "CREATE TABLE IF NOT EXISTS {ks}.live_calls (user_id text PRIMARY KEY, call_id text)",
+    "CREATE TABLE IF NOT EXISTS {ks}.ringing_calls (part int, call_id text, \
+     PRIMARY KEY ((part), call_id))",
+    // Keys: a one-time pre-key is taken with DELETE ... IF EXISTS (one winner).
+    "CREATE TABLE IF NOT EXISTS {ks}.identity_keys (user_id text PRIMARY KEY, body blob)",
+    "CREATE TABLE IF NOT EXISTS {ks}.signed_pre_keys (user_id text PRIMARY KEY, body blob)",
+    "CREATE TABLE IF NOT EXISTS {ks}.pre_keys (user_id text, key_id int, public_key text, \
+     PRIMARY KEY ((user_id), key_id))",
 ];
 
 /// Prepares statements with the store's settings.
@@ -182,6 +209,8 @@ pub(crate) struct Statements {
     pub(crate) select_audit_buckets: PreparedStatement,
     pub(crate) audit_page: PreparedStatement,
     pub(crate) chat: chat::ChatStatements,
+    pub(crate) calls: calls::CallStatements,
+    pub(crate) keys: keys::KeyStatements,
 }
 
 /// See the module doc. Cheap to clone.
@@ -349,6 +378,8 @@ impl CqlStore {
             )
             .await?,
             chat: chat::ChatStatements::prepare(&p).await?,
+            calls: calls::CallStatements::prepare(&p).await?,
+            keys: keys::KeyStatements::prepare(&p).await?,
         };
         Ok(Self {
             session: Arc::new(s),
@@ -415,6 +446,8 @@ mod tests {
         let store = CqlStore::connect(&cfg).await.expect("connect");
         crate::store::conformance::run(&store).await;
         crate::store::conformance::run_chat(&store).await;
+        crate::store::conformance::run_calls(&store).await;
+        crate::store::conformance::run_keys(&store).await;
     }
 
     #[tokio::test]
