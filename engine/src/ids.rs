@@ -33,6 +33,13 @@ pub fn compose(ms_since_epoch: u64, node: u16, shard: u16, seq: u64) -> MessageI
         | seq
 }
 
+/// The `(node, shard)` whose generator made an id.
+pub fn origin_of(id: MessageId) -> (u16, u16) {
+    let node = (id >> (SEQ_BITS + SHARD_BITS)) & u64::from(MAX_NODE_ID);
+    let shard = (id >> SEQ_BITS) & ((1 << SHARD_BITS) - 1);
+    (node as u16, shard as u16)
+}
+
 /// The Unix time in milliseconds at which an id was generated.
 pub fn unix_ms_of(id: MessageId) -> u64 {
     (id >> (SEQ_BITS + SHARD_BITS + NODE_BITS)) + EPOCH_MS
@@ -106,6 +113,15 @@ pub fn room_hash(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_is_read_back_from_an_id() {
+        assert_eq!(origin_of(compose(12345, 7, 3, 99)), (7, 3));
+        assert_eq!(
+            origin_of(compose(1, MAX_NODE_ID, (MAX_SHARDS - 1) as u16, 511)),
+            (MAX_NODE_ID, (MAX_SHARDS - 1) as u16)
+        );
+    }
 
     #[test]
     fn ids_increase_even_when_clock_steps_back_or_sequence_overflows() {

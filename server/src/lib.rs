@@ -161,7 +161,7 @@ pub async fn run(
             "JWT_SECRET is not set: using a development secret kept in the data directory. Mint a token with `roomcast token --user alice`. Set JWT_SECRET (and NODE_ENV=production) in production."
         );
     }
-    let stores = stores::open(&config)?;
+    let stores = stores::open(&config).await?;
     let (engine, mut tasks) = Engine::start(config.engine.clone(), stores)?;
     let verifier = Arc::new(Verifier::new(
         secret.as_bytes(),

@@ -10,13 +10,16 @@ use roomcast_server::{auth, resolve_secret, shutdown, telemetry};
 const USAGE: &str = "usage:
   roomcast [serve]                       run the server (configuration: environment, see README)
   roomcast token --user ID [--name NAME] [--admin] [--ttl SECONDS]
-                                         print a token signed with JWT_SECRET or the dev secret";
+                                         print a token signed with JWT_SECRET or the dev secret
+  roomcast migrate                       create or upgrade the CQL keyspace named by
+                                         ROOMCAST_SCYLLA_* (idempotent; safe from several nodes)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(),
         Some("token") => token(&args[1..]),
+        Some("migrate") => migrate(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -86,6 +89,42 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::ne
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+fn migrate() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(cql) = config.cql else {
+        eprintln!(
+            "roomcast migrate: set ROOMCAST_SCYLLA_NODES (and ROOMCAST_SCYLLA_KEYSPACE); the embedded store needs no migration"
+        );
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(roomcast_engine::store::cql::migrate(&cql)) {
+        Ok(v) => {
+            println!("keyspace {} is at schema version {v}", cql.keyspace);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomcast migrate ({}): {e}", cql.nodes.join(","));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn token(args: &[String]) -> ExitCode {

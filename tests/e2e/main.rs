@@ -12,6 +12,7 @@ mod calls;
 mod chat;
 mod chat_admin;
 mod chat_paging;
+mod cql;
 mod durability;
 mod fanout;
 mod input;

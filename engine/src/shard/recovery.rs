@@ -36,10 +36,13 @@ impl Shard {
         }
         let high = self.ids.high_water();
         let limit = self.cfg.recovery_max_messages;
+        let (node, shard) = crate::ids::origin_of(high);
         self.read_durable(move |store| async move {
+            // Newest first up to now (`before` = the largest id), so a gap larger than
+            // `limit` keeps its newest part.
             let query = PageQuery {
                 after: Some(since),
-                before: Some(high.saturating_add(1)),
+                before: Some(i64::MAX as u64),
                 limit,
             };
             let started = Instant::now();
@@ -47,8 +50,14 @@ impl Shard {
                 .page(&room_id, query.one_more())
                 .await
                 .map(|mut page| {
-                    let complete = !query.cut(&mut page);
-                    (page, complete)
+                    // Judged before filtering: never claims complete when it may not be.
+                    let more = page.len() > limit;
+                    // This shard's own messages above `high` come live, not in the replay.
+                    page.retain(|m| {
+                        m.message_id <= high || crate::ids::origin_of(m.message_id) != (node, shard)
+                    });
+                    query.cut(&mut page);
+                    (page, !more)
                 });
             metrics::histogram!(m::STORE_READ_SECONDS).record(started.elapsed().as_secs_f64());
             ShardCmd::RecoveryDone(RecoveryDone {

@@ -56,6 +56,17 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
+    /// Every contract served by one CQL keyspace.
+    pub fn cql(store: cql::CqlStore) -> Self {
+        let store = std::sync::Arc::new(store);
+        Self {
+            history: store.clone(),
+            chat: store.clone(),
+            calls: store.clone(),
+            keys: store,
+        }
+    }
+
     /// Every contract served by one embedded database.
     pub fn embedded(store: embedded::EmbeddedStore) -> Self {
         let store = std::sync::Arc::new(store);

@@ -24,6 +24,12 @@ pub(super) const DEFAULT_PUSH_BACKOFF_MS: u64 = 500;
 pub(super) const DEFAULT_PUSH_TIMEOUT_MS: u64 = 5_000;
 pub(super) const DEFAULT_VIDEO_TOKEN_TTL_SECS: u64 = 600;
 pub(super) const DEFAULT_PREKEY_LOW_THRESHOLD: usize = 10;
+pub(super) const DEFAULT_SCYLLA_KEYSPACE: &str = "roomcast";
+pub(super) const DEFAULT_SCYLLA_REPLICATION: &str =
+    "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}";
+pub(super) const DEFAULT_SCYLLA_CONSISTENCY: &str = "local_quorum";
+pub(super) const DEFAULT_SCYLLA_REQUEST_TIMEOUT_MS: u64 = 5_000;
+pub(super) const DEFAULT_SCYLLA_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
 /// Every variable and its default as the README's configuration table writes it
 /// (without backticks). Values come from parsing an empty environment and from the
@@ -127,6 +133,29 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             "ROOMCAST_PREKEY_LOW_THRESHOLD",
             DEFAULT_PREKEY_LOW_THRESHOLD.to_string(),
         ),
+        ("ROOMCAST_SCYLLA_NODES", unset()),
+        (
+            "ROOMCAST_SCYLLA_KEYSPACE",
+            DEFAULT_SCYLLA_KEYSPACE.to_owned(),
+        ),
+        (
+            "ROOMCAST_SCYLLA_REPLICATION",
+            DEFAULT_SCYLLA_REPLICATION.to_owned(),
+        ),
+        (
+            "ROOMCAST_SCYLLA_CONSISTENCY",
+            DEFAULT_SCYLLA_CONSISTENCY.to_owned(),
+        ),
+        (
+            "ROOMCAST_SCYLLA_REQUEST_TIMEOUT_MS",
+            DEFAULT_SCYLLA_REQUEST_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_SCYLLA_CONNECT_TIMEOUT_MS",
+            DEFAULT_SCYLLA_CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        ("ROOMCAST_SCYLLA_USERNAME", unset()),
+        ("ROOMCAST_SCYLLA_PASSWORD", unset()),
         ("ROOMCAST_ECHO_ENDPOINT", "false".to_owned()),
         ("ROOMCAST_LOG_FORMAT", "plain".to_owned()),
         ("RUST_LOG", "info".to_owned()),

@@ -55,6 +55,9 @@ pub struct Config {
     /// A user whose one-time pre-keys fall below this many gets `prekeys_low`.
     pub prekey_low_threshold: usize,
     pub engine: EngineConfig,
+    /// The CQL store (ScyllaDB or Cassandra), when `ROOMCAST_SCYLLA_NODES` is set; the
+    /// embedded store otherwise.
+    pub cql: Option<roomcast_engine::store::cql::CqlConfig>,
 }
 
 /// The video provider: tokens are LiveKit access tokens (HS256 JWTs signed with the
@@ -148,6 +151,98 @@ fn flag(env: Env<'_>, var: &'static str, default: bool) -> Result<bool, ConfigEr
             var,
             problem: format!("expected true or false, got {v:?}"),
         }),
+    }
+}
+
+/// `ROOMCAST_SCYLLA_*`: the CQL store, when `ROOMCAST_SCYLLA_NODES` names contact points.
+fn cql_config(env: Env<'_>) -> Result<Option<roomcast_engine::store::cql::CqlConfig>, ConfigError> {
+    use scylla_consistency as c;
+    let Some(nodes) = get(env, "ROOMCAST_SCYLLA_NODES") else {
+        return Ok(None);
+    };
+    let nodes: Vec<String> = nodes
+        .split(',')
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if nodes.is_empty() || nodes.iter().any(|n| !n.contains(':')) {
+        return Err(ConfigError {
+            var: "ROOMCAST_SCYLLA_NODES",
+            problem: "expected comma-separated host:port contact points".into(),
+        });
+    }
+    let keyspace =
+        get(env, "ROOMCAST_SCYLLA_KEYSPACE").unwrap_or_else(|| DEFAULT_SCYLLA_KEYSPACE.to_owned());
+    if keyspace.is_empty()
+        || keyspace.len() > 48
+        || !keyspace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(ConfigError {
+            var: "ROOMCAST_SCYLLA_KEYSPACE",
+            problem: "must be 1-48 of A-Z a-z 0-9 _".into(),
+        });
+    }
+    let consistency = match get(env, "ROOMCAST_SCYLLA_CONSISTENCY") {
+        None => c::parse(DEFAULT_SCYLLA_CONSISTENCY),
+        Some(v) => c::parse(&v),
+    }
+    .ok_or_else(|| ConfigError {
+        var: "ROOMCAST_SCYLLA_CONSISTENCY",
+        problem: "expected one, two, three, quorum, all, local_quorum, each_quorum or local_one"
+            .into(),
+    })?;
+    let credentials = match (
+        get(env, "ROOMCAST_SCYLLA_USERNAME"),
+        get(env, "ROOMCAST_SCYLLA_PASSWORD"),
+    ) {
+        (None, None) => None,
+        (Some(u), Some(p)) => Some((u, p)),
+        _ => {
+            return Err(ConfigError {
+                var: "ROOMCAST_SCYLLA_USERNAME",
+                problem: "set ROOMCAST_SCYLLA_USERNAME and ROOMCAST_SCYLLA_PASSWORD together"
+                    .into(),
+            });
+        }
+    };
+    Ok(Some(roomcast_engine::store::cql::CqlConfig {
+        nodes,
+        keyspace,
+        replication: get(env, "ROOMCAST_SCYLLA_REPLICATION")
+            .unwrap_or_else(|| DEFAULT_SCYLLA_REPLICATION.to_owned()),
+        consistency,
+        request_timeout: Duration::from_millis(positive(
+            env,
+            "ROOMCAST_SCYLLA_REQUEST_TIMEOUT_MS",
+            DEFAULT_SCYLLA_REQUEST_TIMEOUT_MS,
+        )?),
+        connect_timeout: Duration::from_millis(positive(
+            env,
+            "ROOMCAST_SCYLLA_CONNECT_TIMEOUT_MS",
+            DEFAULT_SCYLLA_CONNECT_TIMEOUT_MS,
+        )?),
+        credentials,
+    }))
+}
+
+/// Consistency levels by name.
+mod scylla_consistency {
+    use roomcast_engine::store::cql::Consistency;
+
+    pub(super) fn parse(name: &str) -> Option<Consistency> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "one" => Consistency::One,
+            "two" => Consistency::Two,
+            "three" => Consistency::Three,
+            "quorum" => Consistency::Quorum,
+            "all" => Consistency::All,
+            "local_quorum" => Consistency::LocalQuorum,
+            "each_quorum" => Consistency::EachQuorum,
+            "local_one" => Consistency::LocalOne,
+            _ => return None,
+        })
     }
 }
 
@@ -347,7 +442,9 @@ impl Config {
                 problem: "must be at least 16 bytes".into(),
             });
         }
+        let cql = cql_config(env)?;
         Ok(Self {
+            cql,
             bind: parse(env, "ROOMCAST_BIND", IpAddr::from(DEFAULT_BIND))?,
             port: parse(env, "PORT", DEFAULT_PORT)?,
             data_dir: get(env, "ROOMCAST_DATA_DIR")

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::statement::Consistency;
+pub use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use super::StoreError;

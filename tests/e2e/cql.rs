@@ -1,0 +1,298 @@
+//! The server on the CQL store, against the real Apache Cassandra 5.0 that
+//! `scripts/test.sh` starts (`ROOMCAST_TEST_CQL`): `roomcast migrate`, the refusal of a
+//! keyspace without the schema, the chat REST walk, fan-out with acks, recovery with
+//! `since`, kill -9 durability, and two nodes sharing one keyspace.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::support::{Event, Server};
+
+/// The CQL node, or a loud failure (`ROOMCAST_SKIP_CQL=1` skips explicitly).
+fn node() -> Option<String> {
+    if std::env::var("ROOMCAST_SKIP_CQL").as_deref() == Ok("1") {
+        eprintln!("cql e2e: skipped because ROOMCAST_SKIP_CQL=1");
+        return None;
+    }
+    match std::env::var("ROOMCAST_TEST_CQL") {
+        Ok(n) if !n.is_empty() => Some(n),
+        _ => panic!(
+            "ROOMCAST_TEST_CQL is not set: run `bash scripts/test.sh` (it starts Cassandra); \
+             ROOMCAST_SKIP_CQL=1 skips explicitly"
+        ),
+    }
+}
+
+fn keyspace(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("e2e_{name}_{}_{nanos}", std::process::id())
+}
+
+fn cql_env(node: &str, ks: &str) -> Vec<(String, String)> {
+    vec![
+        ("ROOMCAST_SCYLLA_NODES".into(), node.into()),
+        ("ROOMCAST_SCYLLA_KEYSPACE".into(), ks.into()),
+        (
+            "ROOMCAST_SCYLLA_REPLICATION".into(),
+            "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        ),
+    ]
+}
+
+/// `roomcast <args>` with `env`; (success, stdout + stderr).
+fn run_binary(args: &[&str], env: &[(String, String)]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("JWT_SECRET", crate::support::SECRET)
+        .env("PORT", "0")
+        .env("ROOMCAST_BIND", "127.0.0.1")
+        .env(
+            "ROOMCAST_DATA_DIR",
+            std::env::temp_dir().join("roomcast-cql-e2e"),
+        )
+        .output()
+        .expect("run roomcast");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn server_on(env: &[(String, String)], extra: &[(&str, &str)]) -> Server {
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(extra);
+    Server::start(&all).await
+}
+
+fn id_of(v: &Value) -> u64 {
+    v["messageId"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("messageId")
+}
+
+#[tokio::test]
+async fn migrate_then_serve_and_refuse_a_keyspace_without_the_schema() {
+    let Some(node) = node() else { return };
+    let env = cql_env(&node, &keyspace("refuse"));
+    // No schema yet: the server stops at start-up and says what to run.
+    let (ok, text) = run_binary(&["serve"], &env);
+    assert!(!ok, "served on a keyspace without the schema: {text}");
+    assert!(text.contains("roomcast migrate"), "{text}");
+    // migrate is idempotent.
+    for _ in 0..2 {
+        let (ok, text) = run_binary(&["migrate"], &env);
+        assert!(ok, "migrate: {text}");
+        assert!(text.contains("schema version 1"), "{text}");
+    }
+    // An unreachable cluster is named in the error.
+    let bad = cql_env("127.0.0.1:1", "nowhere");
+    let (ok, text) = run_binary(&["serve"], &bad);
+    assert!(!ok && text.contains("127.0.0.1:1"), "{text}");
+}
+
+#[tokio::test]
+async fn chat_fanout_recovery_and_kill_dash_nine_on_cassandra() {
+    let Some(node) = node() else { return };
+    let env = cql_env(&node, &keyspace("walk"));
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate: {text}");
+    let mut server = server_on(&env, &[]).await;
+
+    // The chat REST walk: a conversation, a message, history, unread, a receipt.
+    let conv = server.conversation("ann", &["bob"]).await;
+    assert_eq!(
+        server.conversation("bob", &["ann"]).await,
+        conv,
+        "one per pair"
+    );
+    let r = server
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "hi bob", "clientMsgId": "m1"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let first = r.json()["message"].clone();
+    let again = server
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "hi bob", "clientMsgId": "m1"})),
+        )
+        .await;
+    assert_eq!(
+        (again.status, &again.json()["message"]["messageId"]),
+        (200, &first["messageId"])
+    );
+    let unread = server
+        .call(
+            "GET",
+            &format!("/conversations/{conv}/messages/unread"),
+            Some("bob"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(unread["count"], 1, "{unread}");
+    let mid = first["messageId"].as_str().expect("id");
+    let r = server
+        .call("PUT", &format!("/messages/{mid}/read"), Some("bob"), None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let list = server
+        .call("GET", "/conversations", Some("bob"), None)
+        .await
+        .json();
+    assert_eq!(list["conversations"][0]["unreadCount"], 0, "{list}");
+
+    // Fan-out with acks, then kill -9: every acknowledged message is in history.
+    let mut alice = server.connect("alice", "r").await;
+    alice.next_of("room_joined").await;
+    let mut bob = server.connect("bob", "r").await;
+    bob.next_of("room_joined").await;
+    let mut acked = HashSet::new();
+    for i in 0..40 {
+        alice.publish("r", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    while acked.len() < 40 {
+        match alice.next().await {
+            Event::Json(v) if v["type"] == "ack" => {
+                acked.insert(id_of(&v));
+            }
+            Event::Json(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        got.push(bob.next_of("message").await["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(got, (1..=40).collect::<Vec<_>>());
+    let since = {
+        let h = server.history("r").await;
+        assert_eq!(h.len(), 40);
+        h[19]["messageId"].as_str().expect("id").to_owned()
+    };
+    drop((alice, bob));
+    server.kill9().await;
+    server.restart().await;
+    let stored: HashSet<u64> = server.history("r").await.iter().map(id_of).collect();
+    assert!(
+        acked.iter().all(|id| stored.contains(id)),
+        "acked messages lost"
+    );
+
+    // Recovery with `since` after the restart: exactly messages 21-40, then live.
+    let mut carol = server
+        .ws(&format!(
+            "/ws?token={}&roomId=r&since={since}",
+            server.token("carol")
+        ))
+        .await
+        .expect("upgrade");
+    carol.next_of("room_joined").await;
+    let mut replay = Vec::new();
+    loop {
+        let v = carol.next().await;
+        let Event::Json(v) = v else { panic!("{v:?}") };
+        match v["type"].as_str() {
+            Some("message") => replay.push(v["seq"].as_u64().expect("seq")),
+            Some("recovered") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(replay, (21..=40).collect::<Vec<_>>());
+    carol.publish("r", "after", "c-after").await;
+    assert_eq!(carol.next_of("message").await["seq"], 41);
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_keyspace() {
+    let Some(node) = node() else { return };
+    let env = cql_env(&node, &keyspace("two"));
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate: {text}");
+    let a = server_on(&env, &[("ROOMCAST_NODE_ID", "1")]).await;
+    let b = server_on(&env, &[("ROOMCAST_NODE_ID", "2")]).await;
+
+    // A conversation made through A is the one B finds; a message sent on A is in B's
+    // history; REST works against either.
+    let conv = a.conversation("ann", &["bob"]).await;
+    assert_eq!(b.conversation("bob", &["ann"]).await, conv);
+    let r = a
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "through A"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let page = b
+        .call(
+            "GET",
+            &format!("/conversations/{conv}/messages/history"),
+            Some("bob"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(page["messages"][0]["content"], "through A", "{page}");
+
+    // A client that saw message 5 on A reconnects to B with `since` and recovers
+    // exactly 6-10.
+    let mut pub_a = a.connect("alice", "room").await;
+    pub_a.next_of("room_joined").await;
+    for i in 1..=10 {
+        pub_a
+            .publish("room", &format!("m{i}"), &format!("c{i}"))
+            .await;
+    }
+    let mut acks = Vec::new();
+    while acks.len() < 10 {
+        acks.push(pub_a.next_of("ack").await);
+    }
+    let since = acks[4]["messageId"].as_str().expect("id").to_owned();
+    let mut on_b = b
+        .ws(&format!(
+            "/ws?token={}&roomId=room&since={since}",
+            b.token("dave")
+        ))
+        .await
+        .expect("upgrade");
+    let mut replay = Vec::new();
+    loop {
+        let Event::Json(v) = on_b.next().await else {
+            panic!("closed")
+        };
+        match v["type"].as_str() {
+            Some("message") => replay.push(v["content"].as_str().unwrap_or("").to_owned()),
+            Some("recovered") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(replay, ["m6", "m7", "m8", "m9", "m10"]);
+    // Calls and keys are shared too: a call started on A is active on B.
+    let r = a
+        .call(
+            "POST",
+            "/calls",
+            Some("ann"),
+            Some(json!({"partnerId": "bob"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let active = b.call("GET", "/calls/active", Some("bob"), None).await;
+    assert_eq!(active.status, 200, "{active:?}");
+    assert_eq!(active.json()["id"], r.json()["id"]);
+}
