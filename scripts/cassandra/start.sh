@@ -9,7 +9,9 @@
 # Usage: scripts/cassandra/start.sh [DIR]      (default DIR=target/cassandra)
 # Prints "127.0.0.1:PORT" (the CQL native port) on its last line; DIR/pid, DIR/port and
 # DIR/log/system.log tell the rest. Stop it with scripts/cassandra/stop.sh [DIR].
-# Environment: CASSANDRA_HEAP (default 768M), CASSANDRA_START_TIMEOUT (seconds, 240).
+# Environment: CASSANDRA_HEAP (default 768M), CASSANDRA_START_TIMEOUT (seconds, 240),
+# CASSANDRA_RESTART=1 (start again on the ports and data of the last start in DIR: a
+# restart after stop.sh, for fault tests).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 DIR="${1:-target/cassandra}"
@@ -49,10 +51,16 @@ fi
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-CQL_PORT=$(free_port)
-STORAGE_PORT=$(free_port)
-rm -rf "$DIR/data" "$DIR/log"
+if [[ "${CASSANDRA_RESTART:-0}" == 1 && -f "$DIR/port" && -f "$DIR/storage_port" ]]; then
+  CQL_PORT=$(cat "$DIR/port")
+  STORAGE_PORT=$(cat "$DIR/storage_port")
+else
+  CQL_PORT=$(free_port)
+  STORAGE_PORT=$(free_port)
+  rm -rf "$DIR/data" "$DIR/log"
+fi
 mkdir -p "$DIR/data" "$DIR/log" "$DIR/conf"
+echo "$STORAGE_PORT" >"$DIR/storage_port"
 
 cat >"$DIR/conf/cassandra.yaml" <<YAML
 cluster_name: roomcast-test

@@ -296,3 +296,145 @@ async fn two_nodes_share_one_keyspace() {
     assert_eq!(active.status, 200, "{active:?}");
     assert_eq!(active.json()["id"], r.json()["id"]);
 }
+
+/// A Cassandra of this test's own (it is stopped and restarted), stopped when dropped.
+struct OwnCassandra {
+    dir: std::path::PathBuf,
+}
+
+impl OwnCassandra {
+    fn script(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../scripts/cassandra/{name}"))
+    }
+
+    /// Starts (or, with `restart`, restarts on the same ports and data); `host:port`.
+    fn start(&self, restart: bool) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(Self::script("start.sh"))
+            .arg(&self.dir)
+            .env("CASSANDRA_RESTART", if restart { "1" } else { "0" })
+            .output()
+            .expect("run start.sh");
+        assert!(
+            out.status.success(),
+            "Cassandra did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("host:port")
+            .trim()
+            .to_owned()
+    }
+
+    fn stop(&self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::script("stop.sh"))
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+impl Drop for OwnCassandra {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn the_store_going_away_gives_retryable_errors_and_service_resumes() {
+    // Needs what the suite's Cassandra needs (a JDK, Maven's artefacts), not that one.
+    if node().is_none() {
+        return;
+    }
+    let cass = OwnCassandra {
+        dir: std::env::temp_dir().join(format!("roomcast-cass-fault-{}", std::process::id())),
+    };
+    // The suite's lib folder is reused when present (no second download).
+    let shared_lib =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/cassandra/lib");
+    if shared_lib.join(".complete").exists() {
+        let _ = std::fs::create_dir_all(&cass.dir);
+        let _ = std::os::unix::fs::symlink(&shared_lib, cass.dir.join("lib"));
+    }
+    let node = cass.start(false);
+    let env = cql_env(&node, "fault");
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate: {text}");
+    let server = server_on(&env, &[("ROOMCAST_SCYLLA_REQUEST_TIMEOUT_MS", "1000")]).await;
+    let conv = server.conversation("ann", &["bob"]).await;
+    let send = |text: &'static str, cid: &'static str| {
+        let conv = conv.clone();
+        let server = &server;
+        async move {
+            server
+                .call(
+                    "POST",
+                    "/messages",
+                    Some("ann"),
+                    Some(json!({"conversationId": conv, "message": text, "clientMsgId": cid})),
+                )
+                .await
+        }
+    };
+    assert_eq!(send("before", "c-before").await.status, 201);
+    let mut sock = server.socket("ann").await;
+    sock.send_json(json!({"type": "join_room", "roomId": conv}))
+        .await;
+    sock.next_of("room_joined").await;
+
+    cass.stop();
+    // Down: a retryable 503 store_unavailable, in bounded time, nothing acknowledged.
+    let started = std::time::Instant::now();
+    let r = send("while down", "c-down").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "store_unavailable".to_owned()),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    sock.publish(&conv, "socket while down", "s-down").await;
+    let v = sock.next_of_any(&["ack", "error"]).await;
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("store_unavailable")),
+        "{v}"
+    );
+
+    // Back: service resumes by itself (the driver reconnects), bounded wait.
+    cass.start(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = send("after", "c-after").await;
+        if r.status == 201 || r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery: {r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // The resend of the failed message is stored now, once; history is consistent.
+    assert_eq!(send("while down", "c-down").await.status, 201);
+    let page = server
+        .call(
+            "GET",
+            &format!("/conversations/{conv}/messages/history"),
+            Some("bob"),
+            None,
+        )
+        .await
+        .json();
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(texts, ["before", "after", "while down"], "{page}");
+}
