@@ -61,6 +61,75 @@ async fn page(
 /// Runs every check against `store`, which must start empty. Panics on the first
 /// violation with a message naming the contract clause.
 pub async fn run(store: &dyn HistoryStore) {
+    // A history spread thin over time (one message an hour for 100 hours) pages like a
+    // dense one: a backend that partitions by time walks every partition it needs.
+    let hour = 3_600_000;
+    let spread: Vec<ChatMessage> = (0..100u64)
+        .map(|i| {
+            message(
+                "spread",
+                crate::ids::first_id_at(T0 + i * hour + 1),
+                "sam",
+                None,
+            )
+        })
+        .collect();
+    store
+        .append(WriteBatch {
+            messages: spread.clone(),
+            audit: vec![],
+        })
+        .await
+        .expect("append spread");
+    let all = store
+        .page(
+            "spread",
+            PageQuery {
+                before: None,
+                after: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        ids(&all),
+        ids(&spread),
+        "a page across 100 hours of history"
+    );
+    let newest = store
+        .page(
+            "spread",
+            PageQuery {
+                before: None,
+                after: None,
+                limit: 80,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        ids(&newest),
+        ids(&spread[20..]),
+        "the newest 80 across partitions"
+    );
+    let forward = store
+        .page(
+            "spread",
+            PageQuery {
+                before: None,
+                after: Some(spread[9].message_id),
+                limit: 70,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        ids(&forward),
+        ids(&spread[10..80]),
+        "the oldest 70 after the 10th"
+    );
+
     // Appending: batches, outcomes, duplicates by clientMsgId within and across batches.
     let batch = WriteBatch {
         messages: (1..=10)

@@ -544,7 +544,7 @@ impl ChatStore for CqlStore {
             msg.reactions = counts;
             s.execute_unpaged(
                 &self.st.insert_message,
-                (room_id, bucket_of(id), mid, encode(&msg)?),
+                (room_id, bucket_of(room_id, id), mid, encode(&msg)?),
             )
             .await?;
         }

@@ -6,13 +6,12 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 
-use super::{CqlStore, bucket_of, id_i64};
+use super::{CqlStore, audit_bucket_of, bucket_of, id_i64};
 use crate::ids::MessageId;
 use crate::message::ChatMessage;
 use crate::store::{AppendOutcome, AuditEntry, HistoryStore, PageQuery, StoreError, WriteBatch};
 
-/// Buckets one page or audit read looks at, at most (a bounded read, however sparse the
-/// room's history).
+/// Buckets one read of `room_buckets` (or of the audit's) lists, at most.
 const MAX_BUCKETS_PER_READ: i32 = 64;
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
@@ -54,7 +53,7 @@ impl CqlStore {
     /// written) its `clientMsgId` index.
     async fn write_message(&self, m: &ChatMessage) -> Result<(), StoreError> {
         let id = id_i64(m.message_id);
-        let bucket = bucket_of(m.message_id);
+        let bucket = bucket_of(&m.room_id, m.message_id);
         let body = encode(m)?;
         let s = &self.session;
         let (row, bucket_row, locator) = futures_util::join!(
@@ -73,7 +72,7 @@ impl CqlStore {
     }
 
     async fn write_audit(&self, a: &AuditEntry) -> Result<(), StoreError> {
-        let bucket = bucket_of(a.id);
+        let bucket = audit_bucket_of(a.id);
         let body = encode(a)?;
         let s = &self.session;
         let (row, b) = futures_util::join!(
@@ -212,14 +211,14 @@ impl HistoryStore for CqlStore {
             return Ok(Vec::new());
         }
         let start = if forward {
-            bucket_of(lower.saturating_add(1))
+            bucket_of(room_id, lower.saturating_add(1))
         } else {
-            bucket_of(upper - 1)
+            bucket_of(room_id, upper - 1)
         };
         let end = if forward {
-            bucket_of(upper - 1)
+            bucket_of(room_id, upper - 1)
         } else {
-            bucket_of(lower.saturating_add(1))
+            bucket_of(room_id, lower.saturating_add(1))
         };
         let st = if forward {
             &self.st.page_asc
@@ -227,31 +226,42 @@ impl HistoryStore for CqlStore {
             &self.st.page_desc
         };
         let mut out: Vec<ChatMessage> = Vec::with_capacity(query.limit.min(1024));
-        for bucket in self.buckets(room_id, start, forward).await? {
-            if (forward && bucket > end) || (!forward && bucket < end) {
-                break;
+        // Every listed bucket holds at least one message, so this walk reads at most
+        // about `limit` buckets (in lists of MAX_BUCKETS_PER_READ): bounded by the page.
+        let mut from = start;
+        'walk: loop {
+            let buckets = self.buckets(room_id, from, forward).await?;
+            let full = buckets.len() == MAX_BUCKETS_PER_READ as usize;
+            for &bucket in &buckets {
+                if (forward && bucket > end) || (!forward && bucket < end) {
+                    break 'walk;
+                }
+                let left = query.limit - out.len();
+                let rows = self
+                    .session
+                    .execute_unpaged(
+                        st,
+                        (
+                            room_id,
+                            bucket,
+                            id_i64(lower),
+                            id_i64(upper),
+                            limit_i32(left),
+                        ),
+                    )
+                    .await?
+                    .into_rows_result()?;
+                for row in rows.rows::<(Vec<u8>,)>()? {
+                    let (body,) = row?;
+                    out.push(decode(&body)?);
+                }
+                if out.len() >= query.limit {
+                    break 'walk;
+                }
             }
-            let left = query.limit - out.len();
-            let rows = self
-                .session
-                .execute_unpaged(
-                    st,
-                    (
-                        room_id,
-                        bucket,
-                        id_i64(lower),
-                        id_i64(upper),
-                        limit_i32(left),
-                    ),
-                )
-                .await?
-                .into_rows_result()?;
-            for row in rows.rows::<(Vec<u8>,)>()? {
-                let (body,) = row?;
-                out.push(decode(&body)?);
-            }
-            if out.len() >= query.limit {
-                break;
+            match buckets.last() {
+                Some(&last) if full => from = if forward { last + 1 } else { last - 1 },
+                _ => break,
             }
         }
         if !forward {
@@ -265,7 +275,7 @@ impl HistoryStore for CqlStore {
             .session
             .execute_unpaged(
                 &self.st.select_message,
-                (room_id, bucket_of(id), id_i64(id)),
+                (room_id, bucket_of(room_id, id), id_i64(id)),
             )
             .await?
             .into_rows_result()?
@@ -286,7 +296,7 @@ impl HistoryStore for CqlStore {
             self.session
                 .execute_unpaged(
                     &self.st.insert_message,
-                    (room_id, bucket_of(id), id_i64(id), &body),
+                    (room_id, bucket_of(room_id, id), id_i64(id), &body),
                 )
                 .await?;
         }
@@ -319,7 +329,7 @@ impl HistoryStore for CqlStore {
         let after = after.unwrap_or(0);
         let rows = self
             .session
-            .execute_unpaged(&self.st.select_audit_buckets, (bucket_of(after),))
+            .execute_unpaged(&self.st.select_audit_buckets, (audit_bucket_of(after),))
             .await?
             .into_rows_result()?;
         let buckets: Vec<i32> = rows
