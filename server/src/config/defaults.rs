@@ -30,6 +30,7 @@ pub(super) const DEFAULT_SCYLLA_REPLICATION: &str =
 pub(super) const DEFAULT_SCYLLA_CONSISTENCY: &str = "local_quorum";
 pub(super) const DEFAULT_SCYLLA_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub(super) const DEFAULT_SCYLLA_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub(super) const DEFAULT_SCYLLA_CONNECTIONS_PER_SHARD: usize = 1;
 
 /// Every variable and its default as the README's configuration table writes it
 /// (without backticks). Values come from parsing an empty environment and from the
@@ -153,6 +154,10 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         (
             "ROOMCAST_SCYLLA_CONNECT_TIMEOUT_MS",
             DEFAULT_SCYLLA_CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_SCYLLA_CONNECTIONS_PER_SHARD",
+            DEFAULT_SCYLLA_CONNECTIONS_PER_SHARD.to_string(),
         ),
         ("ROOMCAST_SCYLLA_USERNAME", unset()),
         ("ROOMCAST_SCYLLA_PASSWORD", unset()),

@@ -224,6 +224,12 @@ fn cql_config(env: Env<'_>) -> Result<Option<roomcast_engine::store::cql::CqlCon
             DEFAULT_SCYLLA_CONNECT_TIMEOUT_MS,
         )?),
         credentials,
+        connections_per_shard: std::num::NonZeroUsize::new(positive(
+            env,
+            "ROOMCAST_SCYLLA_CONNECTIONS_PER_SHARD",
+            DEFAULT_SCYLLA_CONNECTIONS_PER_SHARD,
+        )?)
+        .unwrap_or(std::num::NonZeroUsize::MIN),
     }))
 }
 
@@ -592,5 +598,41 @@ mod tests {
         assert_eq!(c.engine.call_ring_timeout, e.call_ring_timeout);
         assert_eq!(c.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(c.listen_backlog, DEFAULT_LISTEN_BACKLOG);
+    }
+
+    #[test]
+    fn the_cql_store_is_configured_by_roomcast_scylla_variables() {
+        assert!(
+            config(&[]).expect("defaults").cql.is_none(),
+            "embedded by default"
+        );
+        let c = config(&[
+            ("ROOMCAST_SCYLLA_NODES", "10.0.0.5:9042, 10.0.0.6:9042"),
+            ("ROOMCAST_SCYLLA_CONSISTENCY", "QUORUM"),
+            ("ROOMCAST_SCYLLA_CONNECTIONS_PER_SHARD", "2"),
+        ])
+        .expect("parse")
+        .cql
+        .expect("cql");
+        assert_eq!(c.nodes, ["10.0.0.5:9042", "10.0.0.6:9042"]);
+        assert_eq!(c.keyspace, "roomcast");
+        assert_eq!(
+            c.consistency,
+            roomcast_engine::store::cql::Consistency::Quorum
+        );
+        assert_eq!(c.connections_per_shard.get(), 2);
+        for (var, value) in [
+            ("ROOMCAST_SCYLLA_NODES", "no-port"),
+            ("ROOMCAST_SCYLLA_CONSISTENCY", "mostly"),
+            ("ROOMCAST_SCYLLA_KEYSPACE", "bad-name"),
+            ("ROOMCAST_SCYLLA_USERNAME", "only-user"),
+            ("ROOMCAST_SCYLLA_CONNECTIONS_PER_SHARD", "0"),
+        ] {
+            let mut env = vec![("ROOMCAST_SCYLLA_NODES", "127.0.0.1:9042")];
+            env.retain(|(k, _)| *k != var);
+            env.push((var, value));
+            let err = config(&env).expect_err(var);
+            assert_eq!(err.var, var, "{err}");
+        }
     }
 }

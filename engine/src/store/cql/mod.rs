@@ -62,6 +62,9 @@ pub struct CqlConfig {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub credentials: Option<(String, String)>,
+    /// Connections per shard of each node (Cassandra counts as one shard); the
+    /// driver's recommendation for ScyllaDB is 1.
+    pub connections_per_shard: std::num::NonZeroUsize,
 }
 
 impl CqlConfig {
@@ -75,6 +78,7 @@ impl CqlConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             credentials: None,
+            connections_per_shard: std::num::NonZeroUsize::MIN,
         }
     }
 }
@@ -240,7 +244,10 @@ async fn session(cfg: &CqlConfig) -> Result<Session, StoreError> {
         .known_nodes(&cfg.nodes)
         .connection_timeout(cfg.connect_timeout)
         // Cassandra has no shard-aware port; ScyllaDB works either way.
-        .disallow_shard_aware_port(true);
+        .disallow_shard_aware_port(true)
+        .pool_size(scylla::client::PoolSize::PerShard(
+            cfg.connections_per_shard,
+        ));
     if let Some((user, pass)) = &cfg.credentials {
         b = b.user(user, pass);
     }
