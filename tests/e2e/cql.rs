@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{Event, Server};
+use crate::support::{Event, Server, id_of};
 
 /// The CQL node, or a loud failure (`ROOMCAST_SKIP_CQL=1` skips explicitly).
 fn node() -> Option<String> {
@@ -68,13 +68,6 @@ async fn server_on(env: &[(String, String)], extra: &[(&str, &str)]) -> Server {
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     all.extend_from_slice(extra);
     Server::start(&all).await
-}
-
-fn id_of(v: &Value) -> u64 {
-    v["messageId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("messageId")
 }
 
 #[tokio::test]

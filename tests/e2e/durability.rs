@@ -3,16 +3,7 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
-use crate::support::{Event, Server};
-
-fn id_of(v: &Value) -> u64 {
-    v["messageId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("messageId")
-}
+use crate::support::{Event, Server, id_of};
 
 #[tokio::test]
 async fn every_acknowledged_message_survives_kill_dash_nine() {

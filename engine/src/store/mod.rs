@@ -37,6 +37,17 @@ impl StoreError {
     }
 }
 
+/// Decodes a stored record: records are JSON in every backend (a record's schema is its
+/// Rust type; fields only ever get added, with defaults).
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Encodes a record for storage (see [`decode`]).
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// The stores a node runs on, one per contract. Chosen once from configuration (the
 /// server's `stores.rs`); one backend may serve all four (the embedded one does).
 #[derive(Clone)]

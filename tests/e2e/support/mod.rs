@@ -21,6 +21,14 @@ pub const SECRET: &str = "e2e-test-secret-0123456789";
 /// The longest any single wait in a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The `messageId` of a message or ack frame, as a number.
+pub fn id_of(v: &Value) -> u64 {
+    v["messageId"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("messageId")
+}
+
 /// A running server process. Killed when dropped.
 pub struct Server {
     child: Option<Child>,

@@ -16,6 +16,7 @@ use scylla::statement::prepared::PreparedStatement;
 use super::{CqlStore, Preparer, applied};
 use crate::calls::{Call, CallState, StartError, Transition, TransitionError, apply};
 use crate::store::{CallStore, StoreError};
+use crate::store::{decode, encode};
 
 /// Compare-and-set attempts of one transition before it reports the conflict it sees.
 const CAS_ATTEMPTS: usize = 4;
@@ -73,10 +74,6 @@ fn state_name(s: CallState) -> &'static str {
         CallState::Ended => "ended",
         CallState::Missed => "missed",
     }
-}
-
-fn encode(call: &Call) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(call).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl CqlStore {
@@ -171,9 +168,7 @@ impl CallStore for CqlStore {
             .into_rows_result()?
             .maybe_first_row::<(Option<Vec<u8>>,)>()?;
         match row {
-            Some((Some(body),)) => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some((Some(body),)) => decode(&body).map(Some),
             _ => Ok(None),
         }
     }

@@ -23,6 +23,7 @@ use crate::chat::{
 use crate::ids::{MessageId, room_hash};
 use crate::message::ChatMessage;
 use crate::store::{ChatStore, HistoryStore, PageQuery, StoreError};
+use crate::store::{decode, encode};
 
 /// Partitions of the activity index (a quiet-chats query reads each once).
 const ACTIVITY_PARTS: i32 = 16;
@@ -151,14 +152,6 @@ impl ChatStatements {
                 .await?,
         })
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn part_of(conv_id: &str) -> i32 {

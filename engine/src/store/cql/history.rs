@@ -10,17 +10,10 @@ use super::{CqlStore, audit_bucket_of, bucket_of, id_i64};
 use crate::ids::MessageId;
 use crate::message::ChatMessage;
 use crate::store::{AppendOutcome, AuditEntry, HistoryStore, PageQuery, StoreError, WriteBatch};
+use crate::store::{decode, encode};
 
 /// Buckets one read of `room_buckets` (or of the audit's) lists, at most.
 const MAX_BUCKETS_PER_READ: i32 = 64;
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
 
 fn limit_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)

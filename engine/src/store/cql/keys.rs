@@ -13,6 +13,7 @@ use scylla::statement::prepared::PreparedStatement;
 use super::{CqlStore, Preparer, applied};
 use crate::keys::{IdentityKey, MAX_PRE_KEYS_TOTAL, PreKey, PreKeysStored, SignedPreKey, Taken};
 use crate::store::{KeyStore, StoreError};
+use crate::store::{decode, encode};
 
 /// Keys one `take_pre_key` tries before it reports none left (each lost race moves on).
 const TAKE_ATTEMPTS: usize = 32;
@@ -57,14 +58,6 @@ impl KeyStatements {
                 .await?,
         })
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl CqlStore {

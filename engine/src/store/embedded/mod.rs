@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{AppendOutcome, PageQuery, StoreError, WriteBatch};
+use super::{AppendOutcome, PageQuery, StoreError, WriteBatch, decode, encode};
 use crate::chat::is_conversation;
 use crate::ids::MessageId;
 use crate::message::ChatMessage;
@@ -66,14 +66,6 @@ impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EmbeddedStore")
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl EmbeddedStore {
