@@ -97,7 +97,7 @@ read_request_timeout: 10000ms
 write_request_timeout: 10000ms
 range_request_timeout: 20000ms
 request_timeout: 20000ms
-cas_contention_timeout: 5000ms
+cas_contention_timeout: 20000ms
 materialized_views_enabled: false
 sasi_indexes_enabled: false
 YAML

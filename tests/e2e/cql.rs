@@ -39,6 +39,8 @@ fn cql_env(node: &str, ks: &str) -> Vec<(String, String)> {
             "ROOMCAST_SCYLLA_REPLICATION".into(),
             "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
         ),
+        // The test node shares two cores with the whole suite.
+        ("ROOMCAST_SCYLLA_REQUEST_TIMEOUT_MS".into(), "20000".into()),
     ]
 }
 

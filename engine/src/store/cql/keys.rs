@@ -51,7 +51,7 @@ impl KeyStatements {
                 .prep("SELECT key_id FROM {ks}.pre_keys WHERE user_id = ? LIMIT 100000")
                 .await?,
             select_first_pre_keys: p
-                .prep("SELECT key_id, public_key FROM {ks}.pre_keys WHERE user_id = ? LIMIT 8")
+                .prep("SELECT key_id, public_key FROM {ks}.pre_keys WHERE user_id = ? LIMIT 32")
                 .await?,
             take_pre_key: p
                 .lwt("DELETE FROM {ks}.pre_keys WHERE user_id = ? AND key_id = ? IF EXISTS")
@@ -169,6 +169,17 @@ impl KeyStore for CqlStore {
             if candidates.is_empty() {
                 break;
             }
+            // Start at a random candidate: concurrent takers of one user's keys then
+            // mostly try different keys instead of all contending for the first.
+            let start = {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish() as usize
+                    % candidates.len()
+            };
+            let mut candidates = candidates;
+            candidates.rotate_left(start);
             for (key_id, public_key) in candidates {
                 let r = self
                     .session

@@ -68,14 +68,15 @@ pub struct CqlConfig {
 }
 
 impl CqlConfig {
-    /// A single local node, replication factor 1 (tests, development).
+    /// A single local node, replication factor 1 (tests, development). The request
+    /// timeout is generous: a test node shares two cores with everything else.
     pub fn local(node: &str, keyspace: &str) -> Self {
         Self {
             nodes: vec![node.to_owned()],
             keyspace: keyspace.to_owned(),
             replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_owned(),
             consistency: Consistency::LocalQuorum,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
             credentials: None,
             connections_per_shard: std::num::NonZeroUsize::MIN,
