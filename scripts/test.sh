@@ -39,7 +39,9 @@ fi
 if [ "${ROOMCAST_SKIP_CQL:-0}" != "1" ] && [ -z "${ROOMCAST_TEST_CQL:-}" ]; then
   echo "scripts/test.sh: starting Cassandra 5.0 (scripts/cassandra/start.sh)"
   ROOMCAST_TEST_CQL=$(bash scripts/cassandra/start.sh target/cassandra | tail -n 1)
-  export ROOMCAST_TEST_CQL
+  # The node's TLS CA and a CA that signed nothing (ROOMCAST_SCYLLA_TLS_CA_FILE tests).
+  ROOMCAST_TEST_CQL_TLS_DIR="$(pwd)/target/cassandra/tls"
+  export ROOMCAST_TEST_CQL ROOMCAST_TEST_CQL_TLS_DIR
   trap 'bash scripts/cassandra/stop.sh target/cassandra' EXIT
 fi
 

@@ -27,6 +27,7 @@ pub mod session;
 pub mod sessions;
 pub mod shard;
 pub mod store;
+pub mod tls;
 pub mod user;
 
 pub use disconnect::Disconnect;

@@ -8,7 +8,8 @@
 #
 # Usage: scripts/cassandra/start.sh [DIR]      (default DIR=target/cassandra)
 # Prints "127.0.0.1:PORT" (the CQL native port) on its last line; DIR/pid, DIR/port and
-# DIR/log/system.log tell the rest. Stop it with scripts/cassandra/stop.sh [DIR].
+# DIR/log/system.log tell the rest; DIR/tls/ca.pem is the CA of the node's TLS
+# certificate (TLS is optional on the same port). Stop it with scripts/cassandra/stop.sh [DIR].
 # Environment: CASSANDRA_HEAP (default 768M), CASSANDRA_START_TIMEOUT (seconds, 240),
 # CASSANDRA_RESTART=1 (start again on the ports and data of the last start in DIR: a
 # restart after stop.sh, for fault tests).
@@ -62,6 +63,33 @@ fi
 mkdir -p "$DIR/data" "$DIR/log" "$DIR/conf"
 echo "$STORAGE_PORT" >"$DIR/storage_port"
 
+# TLS on the native port, optional (plain and TLS clients share the port), for the
+# tests of ROOMCAST_SCYLLA_TLS_CA_FILE: a test CA (DIR/tls/ca.pem) signs the node's
+# certificate, which names 127.0.0.1 (the driver checks the IP); a second CA
+# (DIR/tls/other-ca.pem) signs nothing, so trusting it must fail the handshake.
+TLS="$DIR/tls"
+if [[ ! -f "$TLS/.complete" ]]; then
+  command -v keytool >/dev/null || { log "keytool not found (it ships with the JDK)"; exit 2; }
+  rm -rf "$TLS"; mkdir -p "$TLS"
+  kt() { keytool -storepass changeit -keypass changeit "$@" >>"$TLS/keytool.log" 2>&1; }
+  for ca in ca other-ca; do
+    kt -genkeypair -alias "$ca" -keyalg RSA -keysize 2048 -dname "CN=roomcast test $ca" \
+      -ext bc:c -validity 3650 -keystore "$TLS/$ca.p12" -storetype PKCS12
+    keytool -exportcert -rfc -alias "$ca" -keystore "$TLS/$ca.p12" -storepass changeit \
+      >"$TLS/$ca.pem" 2>>"$TLS/keytool.log"
+  done
+  kt -genkeypair -alias node -keyalg RSA -keysize 2048 -dname "CN=127.0.0.1" \
+    -validity 3650 -keystore "$TLS/node.p12" -storetype PKCS12
+  keytool -certreq -alias node -keystore "$TLS/node.p12" -storepass changeit 2>>"$TLS/keytool.log" \
+    | keytool -gencert -alias ca -keystore "$TLS/ca.p12" -storepass changeit -rfc -validity 3650 \
+        -ext san=ip:127.0.0.1 -ext eku=serverAuth -ext ku=digitalSignature,keyEncipherment \
+        >"$TLS/node.pem" 2>>"$TLS/keytool.log"
+  kt -importcert -noprompt -alias ca -file "$TLS/ca.pem" -keystore "$TLS/node.p12"
+  kt -importcert -alias node -file "$TLS/node.pem" -keystore "$TLS/node.p12"
+  [[ -s "$TLS/node.pem" ]] || { cat "$TLS/keytool.log" >&2; log "keytool failed"; exit 1; }
+  touch "$TLS/.complete"
+fi
+
 cat >"$DIR/conf/cassandra.yaml" <<YAML
 cluster_name: roomcast-test
 num_tokens: 1
@@ -99,6 +127,13 @@ range_request_timeout: 20000ms
 request_timeout: 20000ms
 cas_contention_timeout: 20000ms
 materialized_views_enabled: false
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: $TLS/node.p12
+  keystore_password: changeit
+  store_type: PKCS12
+  require_client_auth: false
 sasi_indexes_enabled: false
 YAML
 

@@ -1,7 +1,8 @@
 //! The server on the CQL store, against the real Apache Cassandra 5.0 that
 //! `scripts/test.sh` starts (`ROOMCAST_TEST_CQL`): `roomcast migrate`, the refusal of a
 //! keyspace without the schema, the chat REST walk, fan-out with acks, recovery with
-//! `since`, kill -9 durability, and two nodes sharing one keyspace.
+//! `since`, kill -9 durability, two nodes sharing one keyspace, the store going away and
+//! coming back, and TLS to the cluster.
 
 use std::collections::HashSet;
 
@@ -432,4 +433,74 @@ async fn the_store_going_away_gives_retryable_errors_and_service_resumes() {
         .map(|m| m["content"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(texts, ["before", "after", "while down"], "{page}");
+}
+
+/// The test node's TLS files (`scripts/test.sh` exports the folder start.sh wrote).
+fn tls_dir() -> std::path::PathBuf {
+    match std::env::var("ROOMCAST_TEST_CQL_TLS_DIR") {
+        Ok(d) if !d.is_empty() => d.into(),
+        _ => panic!(
+            "ROOMCAST_TEST_CQL_TLS_DIR is not set: run `bash scripts/test.sh` (start.sh \
+             writes the node's CA into target/cassandra/tls)"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn tls_to_the_cluster_verifies_the_node_certificate() {
+    let Some(node) = node() else { return };
+    let dir = tls_dir();
+    let ks = keyspace("tls");
+    let mut env = cql_env(&node, &ks);
+    // Trusting a CA that did not sign the node's certificate: the handshake fails and
+    // nothing is served (this is also what proves the connection is TLS at all: the
+    // node accepts plain clients on the same port).
+    let mut wrong = env.clone();
+    wrong.push((
+        "ROOMCAST_SCYLLA_TLS_CA_FILE".into(),
+        dir.join("other-ca.pem").display().to_string(),
+    ));
+    let (ok, text) = run_binary(&["migrate"], &wrong);
+    assert!(!ok, "migrated trusting the wrong CA: {text}");
+    assert!(
+        text.to_lowercase().contains("certificate") || text.contains("UnknownIssuer"),
+        "{text}"
+    );
+    // A CA file that is not there is named.
+    let mut missing = env.clone();
+    missing.push((
+        "ROOMCAST_SCYLLA_TLS_CA_FILE".into(),
+        dir.join("absent.pem").display().to_string(),
+    ));
+    let (ok, text) = run_binary(&["migrate"], &missing);
+    assert!(!ok && text.contains("absent.pem"), "{text}");
+
+    // The node's own CA: migrate, serve, and a message round trip, all over TLS.
+    env.push((
+        "ROOMCAST_SCYLLA_TLS_CA_FILE".into(),
+        dir.join("ca.pem").display().to_string(),
+    ));
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate over TLS: {text}");
+    let server = server_on(&env, &[]).await;
+    let conv = server.conversation("ann", &["bob"]).await;
+    let r = server
+        .call(
+            "POST",
+            "/messages",
+            Some("ann"),
+            Some(json!({"conversationId": conv, "message": "over tls", "clientMsgId": "t1"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let page = server
+        .call(
+            "GET",
+            &format!("/conversations/{conv}/messages/history"),
+            Some("bob"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(page["messages"][0]["content"], "over tls", "{page}");
 }

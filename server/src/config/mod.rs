@@ -207,8 +207,17 @@ fn cql_config(env: Env<'_>) -> Result<Option<roomcast_engine::store::cql::CqlCon
             });
         }
     };
+    let tls = tls_files(
+        env,
+        [
+            "ROOMCAST_SCYLLA_TLS_CA_FILE",
+            "ROOMCAST_SCYLLA_TLS_CERT_FILE",
+            "ROOMCAST_SCYLLA_TLS_KEY_FILE",
+        ],
+    )?;
     Ok(Some(roomcast_engine::store::cql::CqlConfig {
         nodes,
+        tls,
         keyspace,
         replication: get(env, "ROOMCAST_SCYLLA_REPLICATION")
             .unwrap_or_else(|| DEFAULT_SCYLLA_REPLICATION.to_owned()),
@@ -231,6 +240,35 @@ fn cql_config(env: Env<'_>) -> Result<Option<roomcast_engine::store::cql::CqlCon
         )?)
         .unwrap_or(std::num::NonZeroUsize::MIN),
     }))
+}
+
+/// TLS to a backing service from three variables: the CA file (TLS is on when it is
+/// set), and a client certificate and key for mutual TLS (both or neither).
+fn tls_files(
+    env: Env<'_>,
+    [ca, cert, key]: [&'static str; 3],
+) -> Result<Option<roomcast_engine::tls::TlsFiles>, ConfigError> {
+    let client = match (get(env, cert), get(env, key)) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c.into(), k.into())),
+        _ => {
+            return Err(ConfigError {
+                var: cert,
+                problem: format!("set {cert} and {key} together"),
+            });
+        }
+    };
+    match get(env, ca) {
+        Some(ca) => Ok(Some(roomcast_engine::tls::TlsFiles {
+            ca: ca.into(),
+            client,
+        })),
+        None if client.is_some() => Err(ConfigError {
+            var: ca,
+            problem: format!("a client certificate needs {ca} (the CA to trust)"),
+        }),
+        None => Ok(None),
+    }
 }
 
 /// Consistency levels by name.
@@ -621,12 +659,24 @@ mod tests {
             roomcast_engine::store::cql::Consistency::Quorum
         );
         assert_eq!(c.connections_per_shard.get(), 2);
+        assert_eq!(c.tls, None, "plain TCP unless a CA file is named");
+        let tls = config(&[
+            ("ROOMCAST_SCYLLA_NODES", "10.0.0.5:9042"),
+            ("ROOMCAST_SCYLLA_TLS_CA_FILE", "/etc/roomcast/ca.pem"),
+        ])
+        .expect("parse")
+        .cql
+        .and_then(|c| c.tls)
+        .expect("tls");
+        assert_eq!(tls.ca, std::path::Path::new("/etc/roomcast/ca.pem"));
+        assert_eq!(tls.client, None);
         for (var, value) in [
             ("ROOMCAST_SCYLLA_NODES", "no-port"),
             ("ROOMCAST_SCYLLA_CONSISTENCY", "mostly"),
             ("ROOMCAST_SCYLLA_KEYSPACE", "bad-name"),
             ("ROOMCAST_SCYLLA_USERNAME", "only-user"),
             ("ROOMCAST_SCYLLA_CONNECTIONS_PER_SHARD", "0"),
+            ("ROOMCAST_SCYLLA_TLS_CERT_FILE", "/etc/roomcast/client.pem"),
         ] {
             let mut env = vec![("ROOMCAST_SCYLLA_NODES", "127.0.0.1:9042")];
             env.retain(|(k, _)| *k != var);

@@ -65,6 +65,9 @@ pub struct CqlConfig {
     /// Connections per shard of each node (Cassandra counts as one shard); the
     /// driver's recommendation for ScyllaDB is 1.
     pub connections_per_shard: std::num::NonZeroUsize,
+    /// TLS to the cluster, when set. The driver names each node by its IP address, so
+    /// a node's certificate must carry that IP as a subject alternative name.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl CqlConfig {
@@ -80,6 +83,7 @@ impl CqlConfig {
             connect_timeout: Duration::from_secs(5),
             credentials: None,
             connections_per_shard: std::num::NonZeroUsize::MIN,
+            tls: None,
         }
     }
 }
@@ -251,6 +255,12 @@ async fn session(cfg: &CqlConfig) -> Result<Session, StoreError> {
         ));
     if let Some((user, pass)) = &cfg.credentials {
         b = b.user(user, pass);
+    }
+    if let Some(tls) = &cfg.tls {
+        let config = tls
+            .client_config()
+            .map_err(|e| StoreError::Backend(format!("CQL TLS: {e}")))?;
+        b = b.tls_context(Some(config));
     }
     b.build().await.map_err(|e| {
         StoreError::Backend(format!(
