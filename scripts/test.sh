@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need when it is
-# missing (the Autobahn|Testsuite, Chromium, schemathesis, Apache Cassandra 5.0 from
+# missing (the Autobahn|Testsuite, Chromium, redis-server, schemathesis, Apache Cassandra 5.0 from
 # Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
 # the workspace (unit tests, engine tests, the store conformance suite on the embedded
 # store and on Cassandra, end-to-end tests against the real binary, the Autobahn
@@ -17,13 +17,23 @@ if [ "${ROOMCAST_SKIP_AUTOBAHN:-0}" != "1" ]; then
   fi
 fi
 
-# Headless Chromium for the Swagger UI test (Debian's package).
-if [ "${ROOMCAST_SKIP_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing chromium"
-  sudo_cmd=""
+# Debian packages the suite needs, installed when missing; apt waits for the dpkg lock
+# (another apt run on the machine) instead of failing.
+apt_install() { # package, log name
+  local sudo_cmd=""
   if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
-  { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium; } \
-    >/tmp/roomcast-chromium-install.log 2>&1 || { tail -30 /tmp/roomcast-chromium-install.log; exit 1; }
+  echo "scripts/test.sh: installing $1"
+  { $sudo_cmd apt-get -o DPkg::Lock::Timeout=300 update -qq \
+      && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$1"; } \
+    >"/tmp/roomcast-$1-install.log" 2>&1 || { tail -30 "/tmp/roomcast-$1-install.log"; exit 1; }
+}
+# Headless Chromium for the Swagger UI test.
+if [ "${ROOMCAST_SKIP_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  apt_install chromium
+fi
+# redis-server for the Redis bus tests (each test starts its own on a free port).
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt_install redis-server
 fi
 
 # schemathesis (PyPI) for the API fuzzing test, in a venv under target/.

@@ -40,6 +40,11 @@ pub const PREKEYS_TAKEN: &str = "roomcast_prekeys_taken_total";
 pub const KEYS_UPLOADED: &str = "roomcast_keys_uploaded_total";
 pub const BUS_PUBLISHED: &str = "roomcast_bus_published_total";
 pub const BUS_INBOUND_DROPPED: &str = "roomcast_bus_inbound_dropped_total";
+pub const BUS_PUBLISH_DROPPED: &str = "roomcast_bus_publish_dropped_total";
+pub const BUS_RECEIVED: &str = "roomcast_bus_received_total";
+pub const BUS_UNDECODABLE: &str = "roomcast_bus_undecodable_total";
+pub const BUS_REDIS_COMMANDS: &str = "roomcast_bus_redis_commands_total";
+pub const BUS_REDIS_CONNECTED: &str = "roomcast_bus_redis_connected";
 pub const PRESENCE_UPDATES: &str = "roomcast_presence_updates_total";
 pub const ROOM_POSITION_LOADS: &str = "roomcast_room_position_loads_total";
 
@@ -89,6 +94,26 @@ pub fn describe() {
     describe_counter!(
         BUS_INBOUND_DROPPED,
         "Envelopes dropped because a shard's inbound queue was full."
+    );
+    describe_counter!(
+        BUS_PUBLISH_DROPPED,
+        "Envelopes the Redis bus could not publish (reason=queue_full|encode|redis)."
+    );
+    describe_counter!(
+        BUS_RECEIVED,
+        "Envelopes received from Redis and delivered on this node (copies by id dropped)."
+    );
+    describe_counter!(
+        BUS_UNDECODABLE,
+        "Payloads on a bus channel this build could not decode."
+    );
+    describe_counter!(
+        BUS_REDIS_COMMANDS,
+        "Redis commands the bus sent (kind=publish|subscribe|unsubscribe)."
+    );
+    describe_gauge!(
+        BUS_REDIS_CONNECTED,
+        "1 while the bus subscriber is connected with every channel subscribed."
     );
     describe_counter!(
         PRESENCE_UPDATES,

@@ -9,6 +9,7 @@
 //! local members *delivers* it (encode once, members, the conversation's audience).
 
 mod local;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use crate::metrics as m;
 use crate::sessions::SessionRegistry;
 
 pub use local::LocalBus;
+pub use redis::{RedisBus, RedisBusConfig};
 
 /// One thing to deliver.
 #[derive(Debug)]
