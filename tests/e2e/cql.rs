@@ -484,23 +484,8 @@ async fn tls_to_the_cluster_verifies_the_node_certificate() {
     assert!(ok, "migrate over TLS: {text}");
     let server = server_on(&env, &[]).await;
     let conv = server.conversation("ann", &["bob"]).await;
-    let r = server
-        .call(
-            "POST",
-            "/messages",
-            Some("ann"),
-            Some(json!({"conversationId": conv, "message": "over tls", "clientMsgId": "t1"})),
-        )
-        .await;
+    let r = server.send_text("ann", &conv, "over tls", "t1").await;
     assert_eq!(r.status, 201, "{r:?}");
-    let page = server
-        .call(
-            "GET",
-            &format!("/conversations/{conv}/messages/history"),
-            Some("bob"),
-            None,
-        )
-        .await
-        .json();
+    let page = server.conversation_history("bob", &conv).await;
     assert_eq!(page["messages"][0]["content"], "over tls", "{page}");
 }

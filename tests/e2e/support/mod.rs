@@ -221,6 +221,31 @@ impl Server {
         r.json()["id"].as_str().expect("id").to_owned()
     }
 
+    /// `POST /messages`: `user` sends `text` into conversation `conv` with `clientMsgId`.
+    pub async fn send_text(&self, user: &str, conv: &str, text: &str, cid: &str) -> Resp {
+        self.call(
+            "POST",
+            "/messages",
+            Some(user),
+            Some(serde_json::json!({"conversationId": conv, "message": text, "clientMsgId": cid})),
+        )
+        .await
+    }
+
+    /// The newest page of a conversation's history as `user` reads it.
+    pub async fn conversation_history(&self, user: &str, conv: &str) -> Value {
+        let r = self
+            .call(
+                "GET",
+                &format!("/conversations/{conv}/messages/history"),
+                Some(user),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "history: {r:?}");
+        r.json()
+    }
+
     /// A socket for `user` in a lobby room of its own: conversation, call and key
     /// events reach it without joining anything.
     pub async fn socket(&self, user: &str) -> Client {

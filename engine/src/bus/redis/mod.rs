@@ -276,8 +276,7 @@ async fn subscriber(
     inbound: Inbound,
     connected: watch::Sender<u64>,
 ) {
-    // Channel -> how many asked for it (a room and a user never share a name).
-    let mut wanted: HashMap<String, usize> = HashMap::new();
+    let mut wanted = Wanted::default();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut seen = Seen {
         set: HashSet::new(),
@@ -313,7 +312,7 @@ async fn subscriber(
         };
         let (sink, mut stream) = pubsub.split();
         // Every wanted channel, one per command, up to 512 in flight.
-        let all: Vec<String> = wanted.keys().cloned().collect();
+        let all: Vec<String> = wanted.0.keys().cloned().collect();
         let n = all.len();
         let results: Vec<redis::RedisResult<()>> = futures_util::stream::iter(all)
             .map(|c| {
@@ -362,9 +361,7 @@ async fn subscriber(
                     let Ok(cmd) = cmd else { return };
                     match cmd {
                         SubCmd::Subscribe(c) => {
-                            let count = wanted.entry(c.clone()).or_default();
-                            *count += 1;
-                            if *count == 1 {
+                            if wanted.add(&c) {
                                 let mut s = sink.clone();
                                 let done = done_tx.clone();
                                 pending.spawn(async move {
@@ -374,17 +371,13 @@ async fn subscriber(
                             }
                         }
                         SubCmd::Unsubscribe(c) => {
-                            if let Some(count) = wanted.get_mut(&c) {
-                                *count -= 1;
-                                if *count == 0 {
-                                    wanted.remove(&c);
-                                    let mut s = sink.clone();
-                                    let done = done_tx.clone();
-                                    pending.spawn(async move {
-                                        let _ = done.send(s.unsubscribe(&c).await);
-                                    });
-                                    metrics::counter!(m::BUS_REDIS_COMMANDS, "kind" => "unsubscribe").increment(1);
-                                }
+                            if wanted.remove(&c) {
+                                let mut s = sink.clone();
+                                let done = done_tx.clone();
+                                pending.spawn(async move {
+                                    let _ = done.send(s.unsubscribe(&c).await);
+                                });
+                                metrics::counter!(m::BUS_REDIS_COMMANDS, "kind" => "unsubscribe").increment(1);
                             }
                         }
                         SubCmd::Synced(tx) => {
@@ -422,22 +415,42 @@ async fn subscriber(
 }
 
 /// A command while there is no connection: bookkeeping only; a sync waits.
-fn apply_offline(
-    wanted: &mut HashMap<String, usize>,
-    waiting: &mut Vec<oneshot::Sender<()>>,
-    cmd: SubCmd,
-) {
+fn apply_offline(wanted: &mut Wanted, waiting: &mut Vec<oneshot::Sender<()>>, cmd: SubCmd) {
     match cmd {
-        SubCmd::Subscribe(c) => *wanted.entry(c).or_default() += 1,
+        SubCmd::Subscribe(c) => {
+            wanted.add(&c);
+        }
         SubCmd::Unsubscribe(c) => {
-            if let Some(count) = wanted.get_mut(&c) {
-                *count -= 1;
-                if *count == 0 {
-                    wanted.remove(&c);
-                }
-            }
+            wanted.remove(&c);
         }
         SubCmd::Synced(tx) => waiting.push(tx),
+    }
+}
+
+/// The channels this node wants, with how many asked for each (a room and a user never
+/// share a name: their prefixes differ).
+#[derive(Default)]
+struct Wanted(HashMap<String, usize>);
+
+impl Wanted {
+    /// True when `c` was not wanted before (subscribe it now).
+    fn add(&mut self, c: &str) -> bool {
+        let count = self.0.entry(c.to_owned()).or_default();
+        *count += 1;
+        *count == 1
+    }
+
+    /// True when the last asker of `c` let go (unsubscribe it now).
+    fn remove(&mut self, c: &str) -> bool {
+        let Some(count) = self.0.get_mut(c) else {
+            return false;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return false;
+        }
+        self.0.remove(c);
+        true
     }
 }
 
