@@ -10,10 +10,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::bus::{Bus, Envelope, Inbound, LocalBus, RoomEvent, UserFrame};
+use crate::bus::redis::ClusterLink;
+use crate::bus::{
+    Bus, Envelope, Inbound, LocalBus, RedisBus, RedisBusConfig, RoomEvent, UserFrame,
+};
 use crate::calls::CallService;
 use crate::chat::Conversation;
 use crate::clock::now_unix_ms;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::{Cluster, ClusterConfig, Route};
 use crate::disconnect::Disconnect;
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::{IdGenerator, MAX_SHARDS, MessageId, room_hash};
@@ -90,6 +95,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: Arc<SessionRegistry>,
     pub(crate) presence: Arc<dyn Presence>,
     pub(crate) bus: Arc<dyn Bus>,
+    /// Cluster membership, ownership and forwarding (`None` on one node).
+    pub(crate) cluster: Option<ClusterParts>,
     pub(crate) next_conn: AtomicU64,
     /// Ids of everything that is not a message (audit entries, conversations, calls):
     /// one generator on the shard id reserved for them, behind a mutex because it is
@@ -98,6 +105,41 @@ pub(crate) struct Inner {
     /// Set once at shutdown: every ring timer watches it and ends (see
     /// `calls::service`).
     pub(crate) timers_stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A cluster member's parts.
+pub(crate) struct ClusterParts {
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) forwarder: Arc<Forwarder>,
+}
+
+/// The queues made before the bus (the bus delivers into the shards' inbound queues,
+/// and the shards publish on the bus) and the sessions the bus delivers user frames to.
+struct Queues {
+    commands: Vec<(flume::Sender<ShardCmd>, flume::Receiver<ShardCmd>)>,
+    inbound: Vec<(flume::Sender<Envelope>, flume::Receiver<Envelope>)>,
+    sessions: Arc<SessionRegistry>,
+}
+
+impl Queues {
+    fn new(cfg: &EngineConfig) -> Self {
+        let shards = cfg.shards.clamp(1, MAX_SHARDS - 1);
+        Self {
+            commands: (0..shards)
+                .map(|_| flume::bounded::<ShardCmd>(cfg.shard_queue))
+                .collect(),
+            inbound: (0..shards)
+                .map(|_| flume::bounded::<Envelope>(cfg.shard_queue))
+                .collect(),
+            sessions: Arc::new(SessionRegistry::default()),
+        }
+    }
+
+    fn inbound(&self) -> Inbound {
+        let tx: Arc<[flume::Sender<Envelope>]> =
+            self.inbound.iter().map(|(tx, _)| tx.clone()).collect();
+        Inbound::new(tx, self.sessions.clone())
+    }
 }
 
 /// A handle to the engine; clones share it.
@@ -137,7 +179,66 @@ const STATUS_PARTNER_CONVERSATIONS: usize = 1000;
 impl Engine {
     /// Starts the shards, the history writer, the local bus and the presence task.
     /// Must run inside a tokio runtime.
-    pub fn start(mut cfg: EngineConfig, stores: Stores) -> Result<(Engine, EngineTasks), String> {
+    pub fn start(cfg: EngineConfig, stores: Stores) -> Result<(Engine, EngineTasks), String> {
+        let queues = Queues::new(&cfg);
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(queues.inbound()));
+        Self::assemble(cfg, stores, queues, bus, None)
+    }
+
+    /// Starts a cluster member: joins the cluster over Redis (which claims the node id
+    /// unless `cluster.node_id` names one), starts the Redis bus, then everything
+    /// [`Engine::start`] starts, with ownership and forwarding on.
+    pub async fn start_cluster(
+        mut cfg: EngineConfig,
+        stores: Stores,
+        bus_cfg: RedisBusConfig,
+        cluster_cfg: ClusterConfig,
+    ) -> Result<(Engine, EngineTasks), String> {
+        let cluster = Cluster::join(&bus_cfg.url, cluster_cfg)
+            .await
+            .map_err(|e| format!("cluster: {e}"))?;
+        cfg.node_id = cluster.node;
+        let queues = Queues::new(&cfg);
+        // Node messages wait here for the node task; a full queue drops (counted), and
+        // the forwarding sender times out and retries.
+        let (node_tx, node_rx) = flume::bounded(65_536);
+        let link = ClusterLink {
+            cluster: cluster.clone(),
+            node_msgs: node_tx,
+        };
+        let bus = RedisBus::start(bus_cfg, queues.inbound(), Some(link))
+            .await
+            .map_err(|e| e.to_string())?;
+        let forwarder = Arc::new(Forwarder::new(bus.clone(), cluster.node));
+        let parts = ClusterParts {
+            cluster: cluster.clone(),
+            forwarder: forwarder.clone(),
+        };
+        let dyn_bus: Arc<dyn Bus> = bus.clone();
+        let (engine, tasks) = Self::assemble(cfg, stores, queues, dyn_bus, Some(parts))?;
+        tokio::spawn(crate::cluster::forward::node_task(
+            Arc::downgrade(&engine.inner),
+            forwarder,
+            node_rx,
+        ));
+        let writer = engine.inner.writer.clone();
+        cluster.set_drain(Arc::new(move || {
+            let (writer, bus) = (writer.clone(), bus.clone());
+            Box::pin(async move {
+                writer.barrier().await;
+                bus.flushed().await;
+            })
+        }));
+        Ok((engine, tasks))
+    }
+
+    fn assemble(
+        mut cfg: EngineConfig,
+        stores: Stores,
+        queues: Queues,
+        bus: Arc<dyn Bus>,
+        cluster: Option<ClusterParts>,
+    ) -> Result<(Engine, EngineTasks), String> {
         // The last shard id is reserved for non-message ids.
         cfg.shards = cfg.shards.clamp(1, MAX_SHARDS - 1);
         let moderator = Moderator::new(cfg.moderation.clone())?;
@@ -146,7 +247,11 @@ impl Engine {
             cfg.writer_queue,
             cfg.writer_max_batch,
         );
-        let sessions = Arc::new(SessionRegistry::default());
+        let Queues {
+            commands,
+            inbound,
+            sessions,
+        } = queues;
         let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
         let (push_tx, push_rx) = if cfg.push_queue > 0 {
             let (tx, rx) = flume::bounded(cfg.push_queue);
@@ -159,17 +264,6 @@ impl Engine {
             (MAX_SHARDS - 1) as u16,
             now_unix_ms(),
         )));
-        // The queues first: the bus delivers into the shards' inbound queues, and the
-        // shards publish on the bus.
-        let commands: Vec<_> = (0..cfg.shards)
-            .map(|_| flume::bounded::<ShardCmd>(cfg.shard_queue))
-            .collect();
-        let inbound: Vec<_> = (0..cfg.shards)
-            .map(|_| flume::bounded::<Envelope>(cfg.shard_queue))
-            .collect();
-        let inbound_tx: Arc<[flume::Sender<Envelope>]> =
-            inbound.iter().map(|(tx, _)| tx.clone()).collect();
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(Inbound::new(inbound_tx, sessions.clone())));
         let mut shards = Vec::with_capacity(cfg.shards);
         let mut shard_tasks = Vec::with_capacity(cfg.shards);
         for (index, (cmd, (_, inbound_rx))) in commands.into_iter().zip(inbound).enumerate() {
@@ -188,6 +282,7 @@ impl Engine {
                 presence: presence.clone(),
                 bus: bus.clone(),
                 push: push_tx.clone(),
+                cluster: cluster.as_ref().map(|c| c.cluster.clone()),
             };
             shards.push(cmd.0.clone());
             shard_tasks.push(Shard::spawn(shard_cfg, cmd, inbound_rx, deps));
@@ -202,6 +297,7 @@ impl Engine {
             sessions,
             presence,
             bus,
+            cluster,
             next_conn: AtomicU64::new(1),
             aux_ids,
             timers_stop: tokio::sync::watch::Sender::new(false),
@@ -221,6 +317,28 @@ impl Engine {
                 push: push_rx,
             },
         ))
+    }
+
+    /// The cluster this node is a member of (`None` on one node).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.as_ref().map(|c| &c.cluster)
+    }
+
+    /// Hands a publish to its room's sequencer: this node's shard, or (in a cluster,
+    /// when another node owns the room) the owner, through the forwarder.
+    pub(crate) async fn submit(&self, mut p: Publish) -> Result<(), ClientError> {
+        if let Some(c) = &self.inner.cluster
+            && let Route::Node(owner) = c.cluster.route(&p.room_id)
+        {
+            // Membership was checked by the session; the owner has no such connection.
+            p.conn = None;
+            c.forwarder.forward(owner, p);
+            return Ok(());
+        }
+        self.shard(&p.room_id)
+            .send_async(ShardCmd::Publish(Box::new(p)))
+            .await
+            .map_err(|_| shutting_down())
     }
 
     /// A fresh node-unique, time-ordered id (conversations, calls): same scheme as
@@ -254,10 +372,7 @@ impl Engine {
     /// Publishes a message that did not come from a socket (REST, system). The ack
     /// target in `p` is answered once it is durable.
     pub async fn publish(&self, p: Publish) -> Result<(), ClientError> {
-        self.shard(&p.room_id)
-            .send_async(ShardCmd::Publish(Box::new(p)))
-            .await
-            .map_err(|_| shutting_down())
+        self.submit(p).await
     }
 
     pub fn limits(&self) -> &RateLimits {

@@ -3,11 +3,11 @@
 //! The server maps these to HTTP statuses in one place (`roomcast_server::error`);
 //! WebSocket close codes come from [`crate::disconnect`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable error code. The string form (`as_str`) is the contract;
 /// never rename a variant's string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame is not valid JSON, or not a JSON object with a string `type`.
@@ -39,6 +39,9 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The server is shutting down.
     ShuttingDown,
+    /// In a cluster: the room's owner could not be reached, or the room is moving
+    /// between nodes. Nothing was stored; retry with the same `clientMsgId`.
+    Unavailable,
     /// No such conversation, or the caller is not one of its participants (the two
     /// are indistinguishable on purpose).
     ConversationNotFound,
@@ -89,6 +92,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::StoreUnavailable => "store_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::Unavailable => "unavailable",
             Self::ConversationNotFound => "conversation_not_found",
             Self::MessageNotFound => "message_not_found",
             Self::UserNotFound => "user_not_found",
@@ -109,7 +113,7 @@ impl ErrorCode {
 
 /// A client-facing error: a stable code, a human message, and optional context that the
 /// error frame carries (the offending room, the client's message id, a retry delay).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{code:?}: {message}")]
 pub struct ClientError {
     pub code: ErrorCode,

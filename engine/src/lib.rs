@@ -10,6 +10,7 @@ pub mod bus;
 pub mod calls;
 pub mod chat;
 pub mod clock;
+pub mod cluster;
 pub mod disconnect;
 pub mod engine;
 pub mod error;
@@ -27,6 +28,8 @@ pub mod session;
 pub mod sessions;
 pub mod shard;
 pub mod store;
+#[cfg(test)]
+mod testkit;
 pub mod tls;
 pub mod user;
 

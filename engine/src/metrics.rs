@@ -45,6 +45,17 @@ pub const BUS_RECEIVED: &str = "roomcast_bus_received_total";
 pub const BUS_UNDECODABLE: &str = "roomcast_bus_undecodable_total";
 pub const BUS_REDIS_COMMANDS: &str = "roomcast_bus_redis_commands_total";
 pub const BUS_REDIS_CONNECTED: &str = "roomcast_bus_redis_connected";
+pub const BUS_DUPLICATES: &str = "roomcast_bus_duplicates_total";
+pub const BUS_GAPS: &str = "roomcast_bus_gaps_total";
+pub const BUS_GAP_FILLED: &str = "roomcast_bus_gap_filled_messages_total";
+pub const BUS_FILL_FAILED: &str = "roomcast_bus_fill_failed_total";
+pub const BUS_FENCED: &str = "roomcast_bus_fenced_total";
+pub const BUS_POSITION_CHECKS: &str = "roomcast_bus_position_checks_total";
+pub const CLUSTER_NODES: &str = "roomcast_cluster_nodes";
+pub const CLUSTER_SLOTS_OWNED: &str = "roomcast_cluster_slots_owned";
+pub const CLUSTER_LEASE_ROUNDS: &str = "roomcast_cluster_lease_rounds_total";
+pub const CLUSTER_SLOT_MOVES: &str = "roomcast_cluster_slot_moves_total";
+pub const CLUSTER_FORWARDED: &str = "roomcast_cluster_forwarded_total";
 pub const PRESENCE_UPDATES: &str = "roomcast_presence_updates_total";
 pub const ROOM_POSITION_LOADS: &str = "roomcast_room_position_loads_total";
 
@@ -114,6 +125,50 @@ pub fn describe() {
     describe_gauge!(
         BUS_REDIS_CONNECTED,
         "1 while the bus subscriber is connected with every channel subscribed."
+    );
+    describe_counter!(
+        BUS_DUPLICATES,
+        "Room messages dropped on delivery because this node had delivered their seq already."
+    );
+    describe_counter!(
+        BUS_GAPS,
+        "Room seq gaps found on delivery (a jump, or a position check behind), each filled from the store."
+    );
+    describe_counter!(
+        BUS_GAP_FILLED,
+        "Messages read from the store to fill delivery gaps."
+    );
+    describe_counter!(
+        BUS_FILL_FAILED,
+        "Gap fills or position reads that failed (delivery went on without them)."
+    );
+    describe_counter!(
+        BUS_FENCED,
+        "Messages not published because this node no longer held their slot's lease (durable; recovered by others from the store)."
+    );
+    describe_counter!(
+        BUS_POSITION_CHECKS,
+        "Rooms whose published high-water mark the bus checked against delivery."
+    );
+    describe_gauge!(
+        CLUSTER_NODES,
+        "Live nodes in the cluster as this node sees them."
+    );
+    describe_gauge!(
+        CLUSTER_SLOTS_OWNED,
+        "Room slots (of 1024) whose lease this node holds."
+    );
+    describe_counter!(
+        CLUSTER_LEASE_ROUNDS,
+        "Lease rounds against Redis (outcome=ok|failed|node_id_taken)."
+    );
+    describe_counter!(
+        CLUSTER_SLOT_MOVES,
+        "Slot leases this node acquired, released or lost (change=acquired|released|lost)."
+    );
+    describe_counter!(
+        CLUSTER_FORWARDED,
+        "Publishes forwarded to the owning node (outcome=ok|error|timeout) and served for others (outcome=served)."
     );
     describe_counter!(
         PRESENCE_UPDATES,

@@ -272,11 +272,7 @@ impl Session {
                 AckTo::Outbox(self.outbox.clone()),
             )
         };
-        self.engine
-            .shard(&room_id)
-            .send_async(ShardCmd::Publish(Box::new(publish)))
-            .await
-            .map_err(|_| shutting_down())
+        self.engine.submit(publish).await
     }
 
     /// `getOnlineUsers`: with a room this connection has joined (or a conversation of

@@ -92,9 +92,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::MessageTooLong => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::MessageBlocked => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::Overloaded | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::Overloaded
+        | ErrorCode::StoreUnavailable
+        | ErrorCode::ShuttingDown
+        | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -28,6 +28,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
+use roomcast_engine::bus::RedisBusConfig;
+use roomcast_engine::cluster::ClusterConfig;
 use roomcast_engine::{Disconnect, Engine};
 use tokio::net::TcpListener;
 
@@ -162,7 +164,24 @@ pub async fn run(
         );
     }
     let stores = stores::open(&config).await?;
-    let (engine, mut tasks) = Engine::start(config.engine.clone(), stores)?;
+    let (engine, mut tasks) = match &config.redis {
+        None => Engine::start(config.engine.clone(), stores)?,
+        Some(r) => {
+            let mut bus = RedisBusConfig::new(&r.url);
+            bus.timeout = r.timeout;
+            let cluster = ClusterConfig {
+                node_id: r.node_id,
+                ttl: r.lease_ttl,
+                tick: r.lease_ttl / 6,
+                margin: r.lease_ttl / 3,
+                timeout: r.timeout,
+            };
+            Engine::start_cluster(config.engine.clone(), stores, bus, cluster).await?
+        }
+    };
+    if let Some(c) = engine.cluster() {
+        tracing::info!(node = c.node, nodes = ?c.nodes(), "cluster member");
+    }
     let verifier = Arc::new(Verifier::new(
         secret.as_bytes(),
         config.jwt_issuer.as_deref(),
@@ -242,6 +261,10 @@ pub async fn run(
         );
     }
     engine.flush().await;
+    if let Some(c) = engine.cluster() {
+        // Hand the slots over now instead of letting the leases expire.
+        c.leave().await;
+    }
     let _ = server.await;
     http.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http.wait()).await;

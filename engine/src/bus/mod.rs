@@ -22,7 +22,7 @@ use crate::metrics as m;
 use crate::sessions::SessionRegistry;
 
 pub use local::LocalBus;
-pub use redis::{RedisBus, RedisBusConfig};
+pub use redis::{ClusterLink, RedisBus, RedisBusConfig};
 
 /// One thing to deliver.
 #[derive(Debug)]
@@ -36,6 +36,10 @@ pub enum Envelope {
     /// A frame for every session of one user (call signalling, key directory notices,
     /// a conversation partner's status).
     User(UserFrame),
+    /// Not published: a cluster bus's position check tells the room's shard how far the
+    /// room's sequencer has published (`seq`), so a loss no later message reveals is
+    /// found and filled from the store.
+    Position { room_id: String, seq: u64 },
 }
 
 impl Envelope {
@@ -44,6 +48,7 @@ impl Envelope {
         match self {
             Envelope::Message(m) => Some(&m.msg.room_id),
             Envelope::RoomEvent(e) => Some(&e.room_id),
+            Envelope::Position { room_id, .. } => Some(room_id),
             Envelope::User(_) => None,
         }
     }
@@ -100,6 +105,8 @@ pub struct UserFrame {
 ///   Messages are published only after the sequencer handed them to the writer; in a
 ///   cluster, only after they are durable, so any gap can be filled by any node.
 /// - Room events and user frames are best-effort: no `seq`, no gap fill.
+/// - `flushed` resolves once everything published before the call has been handed to
+///   the transport (a slot handed over waits for it before its lease is released).
 pub trait Bus: Send + Sync + 'static {
     /// A short name for logs and metrics (`local`, `redis`).
     fn backend(&self) -> &'static str;
@@ -108,6 +115,14 @@ pub trait Bus: Send + Sync + 'static {
     fn unsubscribe_room(&self, room_id: &str);
     fn subscribe_user(&self, user_id: &str);
     fn unsubscribe_user(&self, user_id: &str);
+    /// Resolves once the subscriptions asked for before the call are in place (a join
+    /// with `since` reads the store only after it: the subscribe-then-read cut).
+    fn synced(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn flushed(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Where envelopes arriving at this node go in: room envelopes into the owning shard's

@@ -22,7 +22,7 @@ use crate::error::{ClientError, ErrorCode};
 use crate::ids::ConnId;
 use crate::message::{Attachment, ChatMessage, MessageType};
 use crate::metrics as m;
-use crate::store::writer::{AckTo, WriteOp};
+use crate::store::writer::{AckTo, AfterCommit, WriteOp};
 use crate::store::{AuditEntry, PageQuery};
 use crate::user::UserInfo;
 
@@ -80,6 +80,16 @@ fn not_member(room_id: &str, client_msg_id: Option<&str>) -> ClientError {
         .for_client_msg(client_msg_id)
 }
 
+fn moving(room_id: &str, client_msg_id: Option<&str>) -> ClientError {
+    ClientError::new(
+        ErrorCode::Unavailable,
+        "the room is moving between nodes; retry with the same clientMsgId",
+    )
+    .in_room(room_id)
+    .for_client_msg(client_msg_id)
+    .retry_after(500)
+}
+
 fn overloaded(client_msg_id: Option<&str>) -> ClientError {
     ClientError::new(
         ErrorCode::Overloaded,
@@ -92,6 +102,18 @@ fn overloaded(client_msg_id: Option<&str>) -> ClientError {
 impl Shard {
     pub(super) fn publish(&mut self, p: Publish) {
         let room_id = p.room_id.clone();
+        // In a cluster only the lease holder sequences, and a position learnt under an
+        // earlier lease is stale (another node may have sequenced the room since).
+        let lease = match &self.cluster {
+            None => 0,
+            Some(cluster) => match cluster.lease_of(&room_id) {
+                Some(lease) => lease,
+                None => {
+                    let e = moving(&room_id, p.client_msg_id.as_deref());
+                    return p.ack.send(Err(e));
+                }
+            },
+        };
         let room = match p.conn {
             // Not from a socket: nobody need have joined.
             None => self.room_entry(&room_id),
@@ -103,12 +125,15 @@ impl Shard {
                 }
             },
         };
+        if room.lease != lease && matches!(room.sequence, Sequence::Known) {
+            room.sequence = Sequence::Unknown;
+        }
         match &mut room.sequence {
             Sequence::Known => self.admit(p),
             Sequence::Loading(waiting) => waiting.push(p),
             Sequence::Unknown => {
                 room.sequence = Sequence::Loading(vec![p]);
-                self.load_position(room_id.clone());
+                self.load_position(room_id.clone(), lease);
             }
         }
         // A room made just for a publish that did not come from a socket.
@@ -117,7 +142,7 @@ impl Shard {
 
     /// Reads the room's newest stored message once everything handed to the writer is
     /// durable, and reports back with [`ShardCmd::PositionLoaded`].
-    fn load_position(&self, room_id: String) {
+    fn load_position(&self, room_id: String, lease: u64) {
         self.read_durable(move |store| async move {
             let query = PageQuery {
                 before: None,
@@ -132,12 +157,20 @@ impl Shard {
             });
             let outcome = if result.is_ok() { "ok" } else { "failed" };
             metrics::counter!(m::ROOM_POSITION_LOADS, "outcome" => outcome).increment(1);
-            ShardCmd::PositionLoaded(PositionLoaded { room_id, result })
+            ShardCmd::PositionLoaded(PositionLoaded {
+                room_id,
+                lease,
+                result,
+            })
         });
     }
 
     pub(super) fn position_loaded(&mut self, loaded: PositionLoaded) {
-        let PositionLoaded { room_id, result } = loaded;
+        let PositionLoaded {
+            room_id,
+            lease,
+            result,
+        } = loaded;
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
@@ -150,9 +183,23 @@ impl Shard {
         };
         match result {
             Ok(position) => {
-                room.position.seq = room.position.seq.max(position.seq);
-                room.position.last_id = room.position.last_id.max(position.last_id);
+                if room.lease == lease {
+                    room.position.seq = room.position.seq.max(position.seq);
+                    room.position.last_id = room.position.last_id.max(position.last_id);
+                } else {
+                    // Learnt under a new lease: the store is the truth, not memory.
+                    room.position = position;
+                    room.lease = lease;
+                }
                 room.sequence = Sequence::Known;
+                if self.cluster.is_some() && position.seq > 0 {
+                    // A new owner announces where the room stands: messages a previous
+                    // owner stored but could not publish become a gap others fill.
+                    self.bus.publish(Envelope::Position {
+                        room_id: room_id.clone(),
+                        seq: position.seq,
+                    });
+                }
                 for p in waiting {
                     self.admit(p);
                 }
@@ -252,11 +299,20 @@ impl Shard {
             message_id: Some(id),
             detail,
         });
-        // The writer gets its own copy: delivery goes on while the commit runs.
+        // One node: the writer gets its own copy and delivery goes on while the commit
+        // runs. A cluster: the writer publishes once the message is durable.
+        let audience = room.audience.clone();
+        let after_commit = self.cluster.as_ref().map(|_| AfterCommit {
+            bus: self.bus.clone(),
+            audience: audience.clone(),
+            received_at,
+        });
+        let publish_now = after_commit.is_none();
         if let Err(op) = self.writer.try_send(WriteOp::Message {
             msg: msg.clone(),
             ack,
             audit: audit_entry,
+            publish: after_commit,
         }) {
             if let WriteOp::Message { msg, ack, .. } = *op {
                 ack.send(Err(
@@ -292,11 +348,12 @@ impl Shard {
                 metrics::counter!(m::PUSH_JOBS, "outcome" => outcome).increment(1);
             }
         }
-        let audience = room.audience.clone();
-        self.bus.publish(Envelope::Message(Box::new(RoomMessage {
-            msg,
-            audience,
-            received_at,
-        })));
+        if publish_now {
+            self.bus.publish(Envelope::Message(Box::new(RoomMessage {
+                msg,
+                audience,
+                received_at,
+            })));
+        }
     }
 }

@@ -2,51 +2,235 @@
 //! arrives encoded (an event), then the same bytes go to every member's outbox and to
 //! the sessions of a conversation's audience that have not joined the room. Also here:
 //! membership (join, leave) and the room-presence and typing frames members see.
+//!
+//! Delivery keeps the room's `seq` order without gaps (the bus is at most once): each
+//! room remembers the last message delivered here; a repeat is dropped, a jump parks the
+//! room's envelopes and reads the missing messages from the store (after the bus's
+//! subscriptions are in place and this node's writer is flushed), then goes on. In a
+//! cluster a room that gets its first member here reads the store's newest message as
+//! a floor once subscribed: the first message heard must follow it (else the gap is
+//! filled), so a loss right after subscribing is a gap like any other; a message at or
+//! below the floor heard live was published after the subscription and is delivered.
+//! A periodic position check from the bus catches a loss no later message reveals.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::audience::deliver_to_audience;
-use super::room::{Member, deliver_at};
-use super::{Join, Leave, Shard, Typing};
+use super::room::{Member, Position, deliver_at, deliver_tagged};
+use super::{Fill, Filled, Join, Leave, Shard, ShardCmd, Typing};
 use crate::bus::{Envelope, RoomEvent, RoomMessage};
+use crate::ids::MessageId;
 use crate::metrics as m;
 use crate::protocol;
+use crate::store::PageQuery;
+
+/// Whether a `seq` jump starts a gap fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strict {
+    Yes,
+    No,
+}
 
 impl Shard {
     pub(super) fn deliver(&mut self, env: Envelope) {
+        if let Envelope::User(u) = env {
+            self.sessions
+                .push_to_user(&u.user_id, &u.frame, Instant::now());
+            return;
+        }
+        if let Envelope::Position { room_id, seq } = env {
+            return self.position_check(&room_id, seq);
+        }
+        // While a gap of the room is being filled, everything of it waits, in order.
+        if let Some(room_id) = env.room_id()
+            && let Some(waiting) = self.rooms.get_mut(room_id).and_then(|r| r.filling.as_mut())
+        {
+            waiting.push(env);
+            return;
+        }
+        self.deliver_now(env, Strict::Yes);
+    }
+
+    /// Delivers one room envelope whose room is not filling a gap.
+    fn deliver_now(&mut self, env: Envelope, strict: Strict) {
         match env {
-            Envelope::Message(m) => self.deliver_message(*m),
+            Envelope::Message(m) => self.deliver_message(*m, strict),
             Envelope::RoomEvent(e) => self.deliver_event(*e),
-            Envelope::User(u) => {
-                self.sessions
-                    .push_to_user(&u.user_id, &u.frame, Instant::now());
-            }
+            Envelope::User(_) | Envelope::Position { .. } => self.deliver(env),
         }
     }
 
-    fn deliver_message(&mut self, m: RoomMessage) {
-        let RoomMessage {
-            msg,
-            audience,
-            received_at,
-        } = m;
-        let frame = protocol::encode_message(&msg, false);
-        let room = self.rooms.get_mut(&msg.room_id);
+    /// The gap rule (see [`crate::bus::Bus`]): a message already delivered here is
+    /// dropped; one that skips `seq`s starts a fill from the store and waits for it
+    /// (unless `strict` is off: right after a fill, what the store did not have is a
+    /// `seq` that was never stored, and delivery goes on past it).
+    fn deliver_message(&mut self, m: RoomMessage, strict: Strict) {
+        let (seq, id) = (m.msg.seq, m.msg.message_id);
+        let room = self.rooms.get_mut(&m.msg.room_id);
         if let Some(room) = room {
-            // On the sequencer this is already where admit left it; on another node it
-            // is how far this node has delivered.
-            if msg.seq > room.position.seq {
-                room.position.seq = msg.seq;
-                room.position.last_id = Some(msg.message_id);
+            if room.delivered.is_some_and(|at| seq <= at.seq) {
+                metrics::counter!(m::BUS_DUPLICATES).increment(1);
+                return;
             }
+            // Before the first delivery here, the floor read from the store stands in:
+            // a message at or below it that arrives live was published after this node
+            // subscribed (it is not a repeat), one above it must follow it directly.
+            match room.delivered.or(room.floor) {
+                Some(at) if seq > at.seq + 1 && strict == Strict::Yes => {
+                    metrics::counter!(m::BUS_GAPS).increment(1);
+                    let room_id = m.msg.room_id.clone();
+                    room.filling = Some(vec![Envelope::Message(Box::new(m))]);
+                    return self.start_fill(room_id, at.last_id.unwrap_or(0), Fill::Gap);
+                }
+                _ => {}
+            }
+            room.delivered = Some(Position {
+                seq,
+                last_id: Some(id),
+            });
+            let frame = protocol::encode_message(&m.msg, false);
             for member in room.members.values_mut() {
-                deliver_at(member, &frame, received_at);
+                deliver_tagged(member, &frame, m.received_at, Some((seq, id)));
+            }
+            if let Some(audience) = &m.audience {
+                deliver_to_audience(
+                    &self.sessions,
+                    Some(room),
+                    audience,
+                    &frame,
+                    m.received_at,
+                    None,
+                );
+            }
+        } else if let Some(audience) = &m.audience {
+            // Nobody here joined the room: its participants' sessions hear it as they
+            // arrive (no position is kept for a room without members).
+            let frame = protocol::encode_message(&m.msg, false);
+            deliver_to_audience(&self.sessions, None, audience, &frame, m.received_at, None);
+        }
+    }
+
+    /// Reads the store for delivery once the bus's subscriptions are in place and this
+    /// node's writer has made durable what it was given, and reports back.
+    pub(super) fn start_fill(&mut self, room_id: String, after: MessageId, kind: Fill) {
+        let limit = match kind {
+            Fill::Gap => self.cfg.recovery_max_messages,
+            Fill::Position => 1,
+        };
+        let bus = self.bus.clone();
+        tracing::debug!(room_id, after, ?kind, "delivery read started");
+        self.read_durable(move |store| async move {
+            bus.synced().await;
+            let query = match kind {
+                Fill::Gap => PageQuery {
+                    before: None,
+                    after: Some(after),
+                    limit,
+                },
+                Fill::Position => PageQuery {
+                    before: None,
+                    after: None,
+                    limit,
+                },
+            };
+            let result = store.page(&room_id, query).await;
+            ShardCmd::Filled(Filled {
+                room_id,
+                kind,
+                result,
+            })
+        });
+    }
+
+    pub(super) fn filled(&mut self, f: Filled) {
+        let Filled {
+            room_id,
+            kind,
+            result,
+        } = f;
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(waiting) = room.filling.take() else {
+            return;
+        };
+        tracing::debug!(
+            room_id,
+            ?kind,
+            read = result.as_ref().map_or(0, Vec::len),
+            waiting = waiting.len(),
+            "delivery read done"
+        );
+        let audience = room.audience.clone();
+        let strict = match (kind, result) {
+            (Fill::Position, Ok(page)) => {
+                let newest = page.last().map_or(Position::default(), |m| Position {
+                    seq: m.seq,
+                    last_id: Some(m.message_id),
+                });
+                if room.delivered.is_none() {
+                    room.floor = Some(newest);
+                }
+                Strict::Yes
+            }
+            (Fill::Gap, Ok(page)) => {
+                metrics::counter!(m::BUS_GAP_FILLED).increment(page.len() as u64);
+                let now = Instant::now();
+                for msg in page {
+                    let env = Envelope::Message(Box::new(RoomMessage {
+                        msg,
+                        audience: audience.clone(),
+                        received_at: now,
+                    }));
+                    self.deliver_now(env, Strict::No);
+                }
+                Strict::No
+            }
+            (kind, Err(e)) => {
+                metrics::counter!(m::BUS_FILL_FAILED).increment(1);
+                tracing::warn!(error = %e, room_id, ?kind, "delivery read failed; going on without it");
+                Strict::No
+            }
+        };
+        // What waited goes out in order; right after a fill a skipped `seq` is one the
+        // store does not have (never stored), so the first message may jump.
+        let mut strict = strict;
+        for env in waiting {
+            if let Some(queue) = self
+                .rooms
+                .get_mut(&room_id)
+                .and_then(|r| r.filling.as_mut())
+            {
+                queue.push(env);
+                continue;
+            }
+            let was_message = matches!(env, Envelope::Message(_));
+            self.deliver_now(env, strict);
+            if was_message {
+                strict = Strict::Yes;
             }
         }
-        if let Some(audience) = &audience {
-            let room = self.rooms.get(&msg.room_id);
-            deliver_to_audience(&self.sessions, room, audience, &frame, received_at, None);
+        self.drop_if_idle(&room_id);
+    }
+
+    /// A position check: the room's sequencer has published up to `seq`. A room still
+    /// behind the mark of the previous check (not just a message in flight) is filled.
+    fn position_check(&mut self, room_id: &str, seq: u64) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let previous = room.last_hwm.replace(seq);
+        if room.filling.is_some() {
+            return;
+        }
+        let Some(at) = room.delivered.or(room.floor) else {
+            return;
+        };
+        if previous.is_some_and(|p| p > at.seq) && seq > at.seq {
+            metrics::counter!(m::BUS_GAPS).increment(1);
+            room.filling = Some(Vec::new());
+            self.start_fill(room_id.to_owned(), at.last_id.unwrap_or(0), Fill::Gap);
         }
     }
 
@@ -78,6 +262,7 @@ impl Shard {
             .rooms
             .get(&room_id)
             .is_none_or(|r| r.members.is_empty());
+        let clustered = self.cluster.is_some();
         let room = self.room_entry(&room_id);
         if audience.is_some() {
             room.audience = audience;
@@ -113,17 +298,29 @@ impl Shard {
                 },
             );
         }
+        // Where the room stands as far as this node knows: its sequencer's position
+        // here, or (another node sequences it) what was delivered here.
+        let shown = match room.delivered.or(room.floor) {
+            Some(d) if d.seq > room.position.seq => d,
+            _ => room.position,
+        };
         outbox.push(
-            protocol::encode_room_joined(
-                &room_id,
-                room.users.len(),
-                room.position.last_id,
-                room.position.seq,
-            ),
+            protocol::encode_room_joined(&room_id, room.users.len(), shown.last_id, shown.seq),
             now,
         );
         if first_member {
+            // In a cluster this node hears the room only from now: delivery starts at
+            // the store's newest message (read once the subscription is in place), so
+            // anything lost from here on is a gap like any other.
+            let read_position =
+                clustered && room.delivered.or(room.floor).is_none() && room.filling.is_none();
+            if read_position {
+                room.filling = Some(Vec::new());
+            }
             self.bus.subscribe_room(&room_id);
+            if read_position {
+                self.start_fill(room_id.clone(), 0, Fill::Position);
+            }
         }
         if let Some(since) = since {
             self.start_recovery(room_id, conn, since);

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 
 use crate::bus::{Bus, Envelope};
 use crate::clock::now_unix_ms;
+use crate::cluster::Cluster;
 use crate::ids::{ConnId, IdGenerator, MessageId};
 use crate::message::ChatMessage;
 use crate::metrics as m;
@@ -83,7 +84,25 @@ pub(crate) struct RecoveryDone {
 /// A room's position was read from the store (see `admit.rs`).
 pub(crate) struct PositionLoaded {
     room_id: String,
+    /// The lease generation the read was started under.
+    lease: u64,
     result: Result<Position, StoreError>,
+}
+
+/// A read for delivery finished (see `deliver.rs`): the messages after a gap, or (with
+/// `Fill::Position`) the newest message, which is where delivery starts on this node.
+pub(crate) struct Filled {
+    room_id: String,
+    kind: Fill,
+    result: Result<Vec<ChatMessage>, StoreError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// The messages after the last one delivered.
+    Gap,
+    /// Only where the room stands (a room this node starts delivering in a cluster).
+    Position,
 }
 
 pub(crate) enum ShardCmd {
@@ -98,6 +117,7 @@ pub(crate) enum ShardCmd {
     },
     RecoveryDone(RecoveryDone),
     PositionLoaded(PositionLoaded),
+    Filled(Filled),
 }
 
 pub(crate) struct ShardConfig {
@@ -122,22 +142,25 @@ pub(crate) struct ShardDeps {
     pub presence: Arc<dyn Presence>,
     pub bus: Arc<dyn Bus>,
     pub push: Option<flume::Sender<PushJob>>,
+    /// In a cluster: who sequences which room (`None` on one node).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
-/// Positions of idle rooms, oldest forgotten first.
+/// Positions of idle rooms (with the lease they were learnt under), oldest forgotten
+/// first.
 #[derive(Default)]
 struct IdlePositions {
-    map: HashMap<String, Position>,
+    map: HashMap<String, (Position, u64)>,
     order: VecDeque<String>,
 }
 
 impl IdlePositions {
-    fn take(&mut self, room_id: &str) -> Option<Position> {
+    fn take(&mut self, room_id: &str) -> Option<(Position, u64)> {
         // The key stays in `order` until it ages out; a stale key there is skipped.
         self.map.remove(room_id)
     }
 
-    fn keep(&mut self, room_id: String, position: Position, cap: usize) {
+    fn keep(&mut self, room_id: String, position: (Position, u64), cap: usize) {
         if self.map.insert(room_id.clone(), position).is_none() {
             self.order.push_back(room_id);
         }
@@ -167,6 +190,7 @@ pub(crate) struct Shard {
     bus: Arc<dyn Bus>,
     /// Push notification jobs for the server's webhook worker; `None` when off.
     push: Option<flume::Sender<PushJob>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Shard {
@@ -191,6 +215,7 @@ impl Shard {
             presence: deps.presence,
             bus: deps.bus,
             push: deps.push,
+            cluster: deps.cluster,
         };
         drop(tx);
         tokio::spawn(shard.run(rx, inbound))
@@ -251,6 +276,7 @@ impl Shard {
             }
             ShardCmd::RecoveryDone(r) => self.recovered(r),
             ShardCmd::PositionLoaded(p) => self.position_loaded(p),
+            ShardCmd::Filled(f) => self.filled(f),
         }
     }
 
@@ -293,7 +319,8 @@ impl Shard {
             self.bus.unsubscribe_room(room_id);
             if matches!(room.sequence, room::Sequence::Known) {
                 let cap = self.cfg.idle_positions;
-                self.idle.keep(room_id.to_owned(), room.position, cap);
+                self.idle
+                    .keep(room_id.to_owned(), (room.position, room.lease), cap);
             }
         }
     }

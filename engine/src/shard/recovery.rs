@@ -1,19 +1,19 @@
 //! Recovery: a join with `since` replays what the member missed, then goes live.
 //!
-//! The shard marks the member as recovering (live frames for it are held), notes the
-//! room's high-water mark `H`, and spawns a task that waits for a writer barrier
-//! (everything handed to the writer is then durable), reads `(since, H]` from the store,
-//! and reports back through the command queue. The shard then writes the replay,
-//! `recovered`, and the held frames, in that order.
+//! The shard marks the member as recovering (live frames for it are held, each message
+//! tagged with its `seq`), and spawns a task that waits until the bus's subscriptions
+//! are in place and the writer has made durable everything handed to it, reads what
+//! came after `since` from the store, and reports back through the command queue. The
+//! shard then writes the replay, `recovered`, and the held frames whose `seq` the
+//! replay did not reach, in that order.
 //!
-//! Why there is no gap and no duplicate on one node: this shard is the room's only
-//! sequencer, so every message of the room with id `<= H` (the shard's id high-water)
-//! was admitted here before the join; and the shard delivers every envelope its
-//! admissions produced before it takes the next command (see the module doc of
-//! `shard`), so each of those was delivered before the member existed, and each later
-//! one reaches the member live. With several nodes the same argument needs one
-//! sequencer per room and `H` taken as the last `seq` this node delivered
-//! (ARCHITECTURE.md, "Who orders a room").
+//! Why there is no gap and no duplicate: a message the member did not get live was
+//! delivered on this node before the member existed, so it was published before the
+//! read started; a published message is durable by then (one node: the writer barrier
+//! covers what this shard admitted; a cluster: the owner publishes only after the
+//! commit), so the read has it. Everything the read has and the member also got live
+//! carries a `seq` up to the replay's newest and is dropped from the held frames; the
+//! room's delivery itself has no gaps and no repeats (see `deliver.rs`).
 
 use std::time::Instant;
 
@@ -34,10 +34,11 @@ impl Shard {
         {
             member.held = Some(Vec::new());
         }
-        let high = self.ids.high_water();
         let limit = self.cfg.recovery_max_messages;
-        let (node, shard) = crate::ids::origin_of(high);
+        let bus = self.bus.clone();
         self.read_durable(move |store| async move {
+            // The cut: subscribed first (a cluster bus), read second.
+            bus.synced().await;
             // Newest first up to now (`before` = the largest id), so a gap larger than
             // `limit` keeps its newest part.
             let query = PageQuery {
@@ -50,12 +51,7 @@ impl Shard {
                 .page(&room_id, query.one_more())
                 .await
                 .map(|mut page| {
-                    // Judged before filtering: never claims complete when it may not be.
                     let more = page.len() > limit;
-                    // This shard's own messages above `high` come live, not in the replay.
-                    page.retain(|m| {
-                        m.message_id <= high || crate::ids::origin_of(m.message_id) != (node, shard)
-                    });
                     query.cut(&mut page);
                     (page, !more)
                 });
@@ -84,10 +80,12 @@ impl Shard {
             return;
         };
         let now = Instant::now();
+        let mut replayed_to = 0;
         let (count, complete) = match result {
             Ok((page, complete)) => {
                 for msg in &page {
                     member.outbox.push(protocol::encode_message(msg, true), now);
+                    replayed_to = replayed_to.max(msg.seq);
                 }
                 metrics::counter!(m::RECOVERIES, "outcome" => if complete { "complete" } else { "partial" }).increment(1);
                 metrics::counter!(m::RECOVERED_MESSAGES).increment(page.len() as u64);
@@ -109,7 +107,13 @@ impl Shard {
             protocol::encode_recovered(&room_id, since, count, complete),
             now,
         );
-        for frame in member.held.take().unwrap_or_default() {
+        // Live messages the replay already wrote (or the client had) are dropped.
+        for (tag, frame) in member.held.take().unwrap_or_default() {
+            if let Some((seq, id)) = tag
+                && (seq <= replayed_to || id <= since)
+            {
+                continue;
+            }
             member.outbox.push(frame, now);
         }
     }

@@ -1,5 +1,6 @@
 //! A room as its shard holds it: members and their outboxes, room presence (connections
-//! per user), the dedupe window, and the room's position (last `seq` and id).
+//! per user), the dedupe window, the room's position as its sequencer (last `seq`
+//! assigned) and as a deliverer (last `seq` delivered here, with the gap-fill state).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -17,9 +18,14 @@ use crate::user::UserInfo;
 pub(super) struct Member {
     pub(super) user: Arc<UserInfo>,
     pub(super) outbox: Arc<Outbox>,
-    /// While recovering: live frames held back until the replay is written.
-    pub(super) held: Option<Vec<Bytes>>,
+    /// While recovering: live frames held back until the replay is written, each with
+    /// its message's `(seq, id)` when it is a message (so the copy the replay already
+    /// wrote is dropped).
+    pub(super) held: Option<Vec<HeldFrame>>,
 }
+
+/// A frame held for a recovering member, tagged with its message's `(seq, id)`.
+pub(super) type HeldFrame = (Option<(u64, MessageId)>, Bytes);
 
 /// Recently published `(user, clientMsgId)` -> id, bounded, so a quick resend (lost ack)
 /// is answered without storing or delivering it twice.
@@ -70,10 +76,26 @@ pub(super) struct Room {
     pub(super) sequence: Sequence,
     /// For a conversation: its participants (see [`crate::bus::RoomMessage::audience`]).
     pub(super) audience: Option<Arc<[String]>>,
+    /// In a cluster: the lease generation under which `position` was learnt; a room
+    /// whose slot was acquired again since must read its position anew (another node
+    /// may have sequenced it meanwhile). Always 0 on one node.
+    pub(super) lease: u64,
+    /// The last message delivered on this node (`None`: not known yet; the first
+    /// delivery sets it on one node, a read from the store in a cluster).
+    pub(super) delivered: Option<Position>,
+    /// Before the first delivery (in a cluster): the store's newest message when this
+    /// node subscribed, which the first message heard must follow.
+    pub(super) floor: Option<Position>,
+    /// While a gap is filled from the store: envelopes that arrived meanwhile, in order.
+    pub(super) filling: Option<Vec<crate::bus::Envelope>>,
+    /// The high-water mark the last position check reported (a gap is acted on when a
+    /// check finds the room still behind the previous check's mark).
+    pub(super) last_hwm: Option<u64>,
 }
 
 impl Room {
-    pub(super) fn new(position: Option<Position>) -> Self {
+    /// A room, with its remembered sequencer position and the lease it was learnt under.
+    pub(super) fn new(position: Option<(Position, u64)>) -> Self {
         Self {
             members: HashMap::new(),
             users: HashMap::new(),
@@ -83,14 +105,22 @@ impl Room {
             } else {
                 Sequence::Unknown
             },
-            position: position.unwrap_or_default(),
+            position: position.map_or_else(Position::default, |p| p.0),
             audience: None,
+            lease: position.map_or(0, |p| p.1),
+            delivered: None,
+            floor: None,
+            filling: None,
+            last_hwm: None,
         }
     }
 
-    /// Nothing keeps the room in memory: no member, no publish waiting for its position.
+    /// Nothing keeps the room in memory: no member, no publish waiting for its
+    /// position, no gap being filled.
     pub(super) fn is_idle(&self) -> bool {
-        self.members.is_empty() && !matches!(self.sequence, Sequence::Loading(_))
+        self.members.is_empty()
+            && !matches!(self.sequence, Sequence::Loading(_))
+            && self.filling.is_none()
     }
 }
 
@@ -99,9 +129,19 @@ const HELD_MAX: usize = 10_000;
 
 /// Hands one shared frame to one member: held back while it recovers, else queued.
 pub(super) fn deliver_at(member: &mut Member, frame: &Bytes, entered: Instant) {
+    deliver_tagged(member, frame, entered, None);
+}
+
+/// [`deliver_at`] for a message frame, tagged with its `(seq, id)`.
+pub(super) fn deliver_tagged(
+    member: &mut Member,
+    frame: &Bytes,
+    entered: Instant,
+    tag: Option<(u64, MessageId)>,
+) {
     if let Some(held) = &mut member.held {
         if held.len() < HELD_MAX {
-            held.push(frame.clone());
+            held.push((tag, frame.clone()));
         } else if member.outbox.close(Disconnect::SLOW_CONSUMER) {
             metrics::counter!(m::SLOW_CONSUMERS).increment(1);
         }

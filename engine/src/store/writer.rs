@@ -69,6 +69,9 @@ pub(crate) enum WriteOp {
         /// A moderation action on this message: committed in the same batch, so it is
         /// durable when the sender is acknowledged.
         audit: Option<AuditEntry>,
+        /// In a cluster: publish the message once it is stored (commit before publish,
+        /// so whatever a node receives any node can recover from the store).
+        publish: Option<AfterCommit>,
     },
     /// Acknowledge a message already queued or stored (a deduplicated resend). Sent
     /// through the queue so that it is answered after the original's commit.
@@ -78,6 +81,16 @@ pub(crate) enum WriteOp {
     },
     Audit(AuditEntry),
     Barrier(oneshot::Sender<()>),
+}
+
+/// A publish that waits for its message's commit (see [`WriteOp::Message`]). Batches
+/// commit one after another and every retry of a batch ends before the next begins, so
+/// these publishes leave in the order the sequencer admitted the messages: a room's
+/// `seq` order.
+pub(crate) struct AfterCommit {
+    pub(crate) bus: Arc<dyn crate::bus::Bus>,
+    pub(crate) audience: Option<Arc<[String]>>,
+    pub(crate) received_at: Instant,
 }
 
 /// Ids whose write failed for good, so a resend of them is treated as new. Bounded.
@@ -217,10 +230,21 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
     let mut outcomes = outcomes.into_iter();
     for op in ops.drain(..) {
         match op {
-            WriteOp::Message { msg, ack, .. } => {
+            WriteOp::Message {
+                msg, ack, publish, ..
+            } => {
                 let result = match outcomes.next().flatten() {
                     Some(AppendOutcome::Stored) => {
                         metrics::counter!(m::MESSAGES_STORED).increment(1);
+                        if let Some(p) = publish {
+                            p.bus.publish(crate::bus::Envelope::Message(Box::new(
+                                crate::bus::RoomMessage {
+                                    msg: msg.clone(),
+                                    audience: p.audience,
+                                    received_at: p.received_at,
+                                },
+                            )));
+                        }
                         Ok(Acked {
                             message: msg,
                             duplicate: false,
@@ -337,6 +361,7 @@ mod tests {
                 msg: message("r", id, "u", Some(cid)),
                 ack: AckTo::Reply(tx),
                 audit: None,
+                publish: None,
             };
             assert!(writer.try_send(op).is_ok());
             replies.push(rx);
@@ -465,6 +490,7 @@ mod tests {
             msg,
             ack: AckTo::Reply(tx),
             audit: None,
+            publish: None,
         };
         assert!(writer.try_send(op).is_ok(), "writer queue full");
         rx

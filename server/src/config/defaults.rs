@@ -25,6 +25,8 @@ pub(super) const DEFAULT_PUSH_TIMEOUT_MS: u64 = 5_000;
 pub(super) const DEFAULT_VIDEO_TOKEN_TTL_SECS: u64 = 600;
 pub(super) const DEFAULT_PREKEY_LOW_THRESHOLD: usize = 10;
 pub(super) const DEFAULT_SCYLLA_KEYSPACE: &str = "roomcast";
+pub(super) const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
+pub(super) const DEFAULT_CLUSTER_LEASE_MS: u64 = 6_000;
 pub(super) const DEFAULT_SCYLLA_REPLICATION: &str =
     "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}";
 pub(super) const DEFAULT_SCYLLA_CONSISTENCY: &str = "local_quorum";
@@ -164,6 +166,15 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("ROOMCAST_SCYLLA_TLS_CA_FILE", unset()),
         ("ROOMCAST_SCYLLA_TLS_CERT_FILE", unset()),
         ("ROOMCAST_SCYLLA_TLS_KEY_FILE", unset()),
+        ("REDIS_URL", unset()),
+        (
+            "ROOMCAST_REDIS_TIMEOUT_MS",
+            DEFAULT_REDIS_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_CLUSTER_LEASE_MS",
+            DEFAULT_CLUSTER_LEASE_MS.to_string(),
+        ),
         ("ROOMCAST_ECHO_ENDPOINT", "false".to_owned()),
         ("ROOMCAST_LOG_FORMAT", "plain".to_owned()),
         ("RUST_LOG", "info".to_owned()),

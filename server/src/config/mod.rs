@@ -58,6 +58,20 @@ pub struct Config {
     /// The CQL store (ScyllaDB or Cassandra), when `ROOMCAST_SCYLLA_NODES` is set; the
     /// embedded store otherwise.
     pub cql: Option<roomcast_engine::store::cql::CqlConfig>,
+    /// Cluster membership over Redis, when `REDIS_URL` is set.
+    pub redis: Option<RedisConfig>,
+}
+
+/// A cluster member's Redis settings (`REDIS_URL` and friends).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// The node id to claim (`ROOMCAST_NODE_ID` when set), else the first free one.
+    pub node_id: Option<u16>,
+    /// Connect and command timeout.
+    pub timeout: Duration,
+    /// Lease and membership lifetime.
+    pub lease_ttl: Duration,
 }
 
 /// The video provider: tokens are LiveKit access tokens (HS256 JWTs signed with the
@@ -155,6 +169,57 @@ fn flag(env: Env<'_>, var: &'static str, default: bool) -> Result<bool, ConfigEr
 }
 
 /// `ROOMCAST_SCYLLA_*`: the CQL store, when `ROOMCAST_SCYLLA_NODES` names contact points.
+/// `REDIS_URL` makes the node a cluster member; nodes share history through the CQL
+/// store, so a cluster needs `ROOMCAST_SCYLLA_NODES` too.
+fn redis_config(
+    env: Env<'_>,
+    cql: &Option<roomcast_engine::store::cql::CqlConfig>,
+) -> Result<Option<RedisConfig>, ConfigError> {
+    let Some(url) = get(env, "REDIS_URL") else {
+        return Ok(None);
+    };
+    if url.starts_with("rediss://") {
+        return Err(ConfigError {
+            var: "REDIS_URL",
+            problem:
+                "TLS to Redis (rediss://) is not supported yet; use redis:// on a private network"
+                    .into(),
+        });
+    }
+    if !url.starts_with("redis://") {
+        return Err(ConfigError {
+            var: "REDIS_URL",
+            problem: format!("expected redis://[user:password@]host:port[/db], got {url:?}"),
+        });
+    }
+    if cql.is_none() {
+        return Err(ConfigError {
+            var: "REDIS_URL",
+            problem:
+                "a cluster shares history through the CQL store: set ROOMCAST_SCYLLA_NODES too"
+                    .into(),
+        });
+    }
+    let node_id = match get(env, "ROOMCAST_NODE_ID") {
+        None => None,
+        Some(_) => Some(parse(env, "ROOMCAST_NODE_ID", 0u16)?),
+    };
+    Ok(Some(RedisConfig {
+        url,
+        node_id,
+        timeout: Duration::from_millis(positive(
+            env,
+            "ROOMCAST_REDIS_TIMEOUT_MS",
+            DEFAULT_REDIS_TIMEOUT_MS,
+        )?),
+        lease_ttl: Duration::from_millis(positive(
+            env,
+            "ROOMCAST_CLUSTER_LEASE_MS",
+            DEFAULT_CLUSTER_LEASE_MS,
+        )?),
+    }))
+}
+
 fn cql_config(env: Env<'_>) -> Result<Option<roomcast_engine::store::cql::CqlConfig>, ConfigError> {
     use scylla_consistency as c;
     let Some(nodes) = get(env, "ROOMCAST_SCYLLA_NODES") else {
@@ -487,8 +552,10 @@ impl Config {
             });
         }
         let cql = cql_config(env)?;
+        let redis = redis_config(env, &cql)?;
         Ok(Self {
             cql,
+            redis,
             bind: parse(env, "ROOMCAST_BIND", IpAddr::from(DEFAULT_BIND))?,
             port: parse(env, "PORT", DEFAULT_PORT)?,
             data_dir: get(env, "ROOMCAST_DATA_DIR")

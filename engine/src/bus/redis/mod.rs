@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use super::{Bus, Envelope, Inbound};
+use crate::cluster::{Cluster, NodeMsg};
 use crate::metrics as m;
 use wire::EnvelopeId;
 
@@ -44,6 +45,9 @@ pub struct RedisBusConfig {
     pub timeout: Duration,
     /// How often the subscriber PINGs its connection.
     pub ping_every: Duration,
+    /// How often the published high-water mark of every room with local members is
+    /// compared with what this node delivered.
+    pub position_every: Duration,
 }
 
 impl RedisBusConfig {
@@ -53,6 +57,7 @@ impl RedisBusConfig {
             publish_queue: 65_536,
             timeout: Duration::from_secs(2),
             ping_every: Duration::from_secs(3),
+            position_every: Duration::from_secs(5),
         }
     }
 }
@@ -69,13 +74,47 @@ enum SubCmd {
     Synced(oneshot::Sender<()>),
 }
 
+/// What the bus needs of a cluster member: the leases its messages are published under
+/// and where messages addressed to this node go.
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub cluster: Arc<Cluster>,
+    pub node_msgs: flume::Sender<NodeMsg>,
+}
+
+/// One item for the publisher.
+enum Out {
+    /// PUBLISH to each channel.
+    Plain {
+        channels: Vec<String>,
+        payload: Bytes,
+    },
+    /// A room message: in a cluster through the publish script (lease check, the
+    /// room's high-water mark, then PUBLISH); else as `Plain`.
+    Message {
+        room: String,
+        seq: u64,
+        id: u64,
+        channels: Vec<String>,
+        payload: Bytes,
+    },
+    /// Answered once everything queued before it was sent.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Rooms with messages that could not be published (queue full, Redis away too long):
+/// their high-water mark is set once Redis answers again, so the other nodes' position
+/// checks find the gap and fill it from the store.
+type Unpublished = Arc<parking_lot::Mutex<HashMap<String, (u64, u64)>>>;
+
 /// See the module doc.
 pub struct RedisBus {
     node: u64,
     counter: AtomicU64,
-    publish: flume::Sender<(Vec<String>, Bytes)>,
+    publish: flume::Sender<Out>,
     subs: flume::Sender<SubCmd>,
     connected: watch::Receiver<u64>,
+    unpublished: Unpublished,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -88,8 +127,13 @@ impl std::fmt::Debug for RedisBus {
 
 impl RedisBus {
     /// Connects (a Redis that does not answer fails here, naming the error) and starts
-    /// the publisher and subscriber tasks on the current runtime.
-    pub async fn start(cfg: RedisBusConfig, inbound: Inbound) -> Result<Arc<Self>, RedisBusError> {
+    /// the publisher and subscriber tasks on the current runtime. With a `cluster`, the
+    /// node also hears its node channel and publishes messages under its leases.
+    pub async fn start(
+        cfg: RedisBusConfig,
+        inbound: Inbound,
+        cluster: Option<ClusterLink>,
+    ) -> Result<Arc<Self>, RedisBusError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let manager_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
@@ -107,15 +151,49 @@ impl RedisBus {
         let (publish, publish_rx) = flume::bounded(cfg.publish_queue);
         let (subs, subs_rx) = flume::unbounded();
         let (connected_tx, connected) = watch::channel(0);
-        tokio::spawn(publisher(conn, publish_rx));
-        tokio::spawn(subscriber(client, cfg, subs_rx, inbound, connected_tx));
+        let unpublished = Unpublished::default();
+        tokio::spawn(publisher(
+            conn.clone(),
+            publish_rx,
+            cluster.as_ref().map(|c| c.cluster.clone()),
+            unpublished.clone(),
+        ));
+        let node_channel = cluster
+            .as_ref()
+            .map(|c| (wire::node_channel(c.cluster.node), c.node_msgs.clone()));
+        tokio::spawn(subscriber(Subscriber {
+            client,
+            positions: conn,
+            cfg,
+            cmds: subs_rx,
+            inbound,
+            connected: connected_tx,
+            node_channel,
+        }));
         Ok(Arc::new(Self {
             node: rand_u64(),
             counter: AtomicU64::new(0),
             publish,
             subs,
             connected,
+            unpublished,
         }))
+    }
+
+    /// Sends `msg` to the node `node` over its node channel (best-effort, like every
+    /// pub/sub message: the sender times out and retries).
+    pub fn send_node(&self, node: u16, msg: &NodeMsg) {
+        let Ok(payload) = serde_json::to_vec(msg) else {
+            metrics::counter!(m::BUS_PUBLISH_DROPPED, "reason" => "encode").increment(1);
+            return;
+        };
+        let out = Out::Plain {
+            channels: vec![wire::node_channel(node)],
+            payload: Bytes::from(payload),
+        };
+        if self.publish.try_send(out).is_err() {
+            metrics::counter!(m::BUS_PUBLISH_DROPPED, "reason" => "queue_full").increment(1);
+        }
     }
 
     /// Resolves once every subscription asked for before the call is confirmed by Redis
@@ -140,7 +218,7 @@ impl RedisBus {
     }
 }
 
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
         // No OS randomness: the clock's nanoseconds still tell instances apart.
@@ -157,17 +235,48 @@ impl Bus for RedisBus {
     }
 
     fn publish(&self, envelope: Envelope) {
+        if let Envelope::Position { room_id, seq } = envelope {
+            // An owner announcing where a room stands (read from the store): a mark.
+            remember_unpublished(&self.unpublished, room_id, seq, 0);
+            return;
+        }
         let id = (self.node, self.counter.fetch_add(1, Ordering::Relaxed));
-        let Some(encoded) = wire::encode(id, &envelope) else {
+        let Some((channels, payload)) = wire::encode(id, &envelope) else {
             metrics::counter!(m::BUS_PUBLISH_DROPPED, "reason" => "encode").increment(1);
             return;
         };
-        if self.publish.try_send(encoded).is_err() {
+        let out = match &envelope {
+            Envelope::Message(msg) => Out::Message {
+                room: msg.msg.room_id.clone(),
+                seq: msg.msg.seq,
+                id: msg.msg.message_id,
+                channels,
+                payload,
+            },
+            _ => Out::Plain { channels, payload },
+        };
+        if let Err(e) = self.publish.try_send(out) {
             metrics::counter!(m::BUS_PUBLISH_DROPPED, "reason" => "queue_full").increment(1);
             tracing::warn!("redis bus: publish queue full, envelope dropped");
+            if let Out::Message { room, seq, id, .. } = e.into_inner() {
+                remember_unpublished(&self.unpublished, room, seq, id);
+            }
             return;
         }
         metrics::counter!(m::BUS_PUBLISHED, "backend" => "redis").increment(1);
+    }
+
+    fn synced(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(RedisBus::synced(self))
+    }
+
+    fn flushed(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            if self.publish.send_async(Out::Flush(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
     }
 
     fn subscribe_room(&self, room_id: &str) {
@@ -192,54 +301,238 @@ impl Bus for RedisBus {
     }
 }
 
-/// Drains the publish queue in batches of up to 256 envelopes, one pipeline each. A
-/// batch that fails is sent again after a back-off (100 ms doubling to 2 s), for up to
-/// 10 s; then it is dropped and counted (pub/sub is at most once anyway; messages are
-/// recovered by `seq`).
+fn remember_unpublished(unpublished: &Unpublished, room: String, seq: u64, id: u64) {
+    let mut u = unpublished.lock();
+    let e = u.entry(room).or_insert((seq, id));
+    if seq > e.0 {
+        *e = (seq, id);
+    }
+}
+
+/// The publish script: publishes a room message only while the lease token still holds
+/// its slot in Redis (-1: fenced), and only if its `seq` is above the room's published
+/// high-water mark (0: a resend), which it then moves. With no channels it only moves
+/// the mark (after messages could not be published).
+const PUBLISH_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local cur = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
+if tonumber(ARGV[2]) <= cur then return 0 end
+redis.call('HSET', KEYS[2], 's', ARGV[2], 'id', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], 2592000000)
+for i = 5, #ARGV do redis.call('PUBLISH', ARGV[i], ARGV[4]) end
+return 1
+"#;
+
+/// Adds one room message to `pipe` through the publish script; false when this node
+/// no longer holds the room's slot (fenced: counted, not sent).
+fn add_fenced(
+    pipe: &mut redis::Pipeline,
+    sha: &str,
+    cluster: &Cluster,
+    room: &str,
+    (seq, id): (u64, u64),
+    payload: &[u8],
+    channels: &[String],
+) -> bool {
+    let Some(token) = cluster.token_of(room) else {
+        return false;
+    };
+    pipe.cmd("EVALSHA")
+        .arg(sha)
+        .arg(2)
+        .arg(wire::lease_key(crate::cluster::slot_of(room)))
+        .arg(wire::hwm_key(room))
+        .arg(token)
+        .arg(seq)
+        .arg(id)
+        .arg(payload)
+        .arg(channels);
+    true
+}
+
+/// What one pipelined reply stands for.
+enum Sent {
+    /// A PUBLISH (its reply is a receiver count).
+    Plain,
+    /// A message or a mark through the publish script (-1: fenced).
+    Scripted { room: String, seq: u64, id: u64 },
+}
+
+/// Drains the publish queue in batches of up to 256 items, one pipeline each (one
+/// connection: Redis keeps the order, which keeps each room's `seq` order). A batch that
+/// fails is sent again after a back-off (100 ms doubling to 2 s), for up to 10 s; then
+/// it is dropped and counted. A room message that could not be published (dropped, or
+/// fenced because the slot's lease was not held at that moment: Redis restarted and
+/// forgot it, say) is durable all the same: its room is remembered as *unpublished*
+/// and, once this node holds the slot again, its high-water mark is set through the
+/// script (a *mark*), so the other nodes' position checks find the gap and fill it
+/// from the store. A mark the script fences (another node owns the room now) is
+/// dropped: the new owner reads the room's position from the store and marks it.
 async fn publisher(
     mut conn: redis::aio::ConnectionManager,
-    rx: flume::Receiver<(Vec<String>, Bytes)>,
+    rx: flume::Receiver<Out>,
+    cluster: Option<Arc<Cluster>>,
+    unpublished: Unpublished,
 ) {
+    let script = redis::Script::new(PUBLISH_SCRIPT);
+    let sha = script.get_hash().to_owned();
+    let mut loaded = false;
     let mut batch = Vec::with_capacity(256);
-    while let Ok(first) = rx.recv_async().await {
-        batch.push(first);
+    loop {
+        // Wake up now and then with nothing queued, to send pending marks.
+        match tokio::time::timeout(Duration::from_millis(250), rx.recv_async()).await {
+            Ok(Ok(first)) => batch.push(first),
+            Ok(Err(_)) => return,
+            Err(_) if cluster.is_some() && !unpublished.lock().is_empty() => {}
+            Err(_) => continue,
+        }
         while batch.len() < 256 {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
             }
         }
-        let mut pipe = redis::pipe();
-        let mut commands = 0u64;
-        for (channels, payload) in &batch {
-            for c in channels {
-                pipe.cmd("PUBLISH").arg(c).arg(&payload[..]).ignore();
-                commands += 1;
-            }
-        }
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => {
+            if cluster.is_some() && !loaded {
+                let load: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(PUBLISH_SCRIPT)
+                    .query_async(&mut conn)
+                    .await;
+                loaded = load.is_ok();
+            }
+            // Built per attempt: a lease may have moved since the last one.
+            let mut pipe = redis::pipe();
+            let mut sent: Vec<Sent> = Vec::new();
+            let mut fenced_here: Vec<(String, u64, u64)> = Vec::new();
+            for out in &batch {
+                match (out, &cluster) {
+                    (
+                        Out::Message {
+                            room,
+                            seq,
+                            id,
+                            channels,
+                            payload,
+                        },
+                        Some(c),
+                    ) => {
+                        if add_fenced(&mut pipe, &sha, c, room, (*seq, *id), payload, channels) {
+                            sent.push(Sent::Scripted {
+                                room: room.clone(),
+                                seq: *seq,
+                                id: *id,
+                            });
+                        } else {
+                            fenced_here.push((room.clone(), *seq, *id));
+                        }
+                    }
+                    (Out::Plain { channels, payload }, _)
+                    | (
+                        Out::Message {
+                            channels, payload, ..
+                        },
+                        None,
+                    ) => {
+                        for c in channels {
+                            pipe.cmd("PUBLISH").arg(c).arg(&payload[..]);
+                            sent.push(Sent::Plain);
+                        }
+                    }
+                    (Out::Flush(_), _) => {}
+                }
+            }
+            // Marks of rooms this node holds now; the others wait.
+            let mut marks: Vec<(String, (u64, u64))> = Vec::new();
+            if let Some(c) = &cluster {
+                let mut u = unpublished.lock();
+                let ready: Vec<String> = u
+                    .keys()
+                    .filter(|r| c.token_of(r).is_some())
+                    .cloned()
+                    .collect();
+                for room in ready {
+                    if let Some(pos) = u.remove(&room) {
+                        marks.push((room, pos));
+                    }
+                }
+            }
+            if let Some(c) = &cluster {
+                for (room, (seq, id)) in &marks {
+                    if add_fenced(&mut pipe, &sha, c, room, (*seq, *id), b"", &[]) {
+                        sent.push(Sent::Scripted {
+                            room: room.clone(),
+                            seq: *seq,
+                            id: *id,
+                        });
+                    }
+                }
+            }
+            let result: redis::RedisResult<Vec<i64>> = if sent.is_empty() {
+                Ok(Vec::new())
+            } else {
+                pipe.query_async(&mut conn).await
+            };
+            match result {
+                Ok(replies) => {
                     metrics::counter!(m::BUS_REDIS_COMMANDS, "kind" => "publish")
-                        .increment(commands);
+                        .increment(sent.len() as u64);
+                    let mut fenced = fenced_here.len() as u64;
+                    for (room, seq, id) in fenced_here {
+                        remember_unpublished(&unpublished, room, seq, id);
+                    }
+                    let is_mark = |room: &str, seq: u64| {
+                        marks.iter().any(|(r, (s, _))| r == room && *s == seq)
+                    };
+                    for (what, reply) in sent.into_iter().zip(replies) {
+                        if let Sent::Scripted { room, seq, id } = what
+                            && reply == -1
+                        {
+                            fenced += 1;
+                            if !is_mark(&room, seq) {
+                                remember_unpublished(&unpublished, room, seq, id);
+                            }
+                        }
+                    }
+                    if fenced > 0 {
+                        metrics::counter!(m::BUS_FENCED).increment(fenced);
+                        tracing::warn!(
+                            fenced,
+                            "redis bus: messages not published under a lease this node does not hold"
+                        );
+                    }
                     break;
                 }
-                Err(e) if started.elapsed() < Duration::from_secs(10) => {
-                    tracing::warn!(error = %e, "redis bus: publish failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
                 Err(e) => {
+                    loaded = false;
+                    for (room, (seq, id)) in marks {
+                        remember_unpublished(&unpublished, room, seq, id);
+                    }
+                    if started.elapsed() < Duration::from_secs(10) {
+                        tracing::warn!(error = %e, "redis bus: publish failed, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
                     metrics::counter!(m::BUS_PUBLISH_DROPPED, "reason" => "redis")
                         .increment(batch.len() as u64);
                     tracing::error!(error = %e, envelopes = batch.len(), "redis bus: publish batch dropped");
+                    for out in &batch {
+                        if let Out::Message { room, seq, id, .. } = out {
+                            remember_unpublished(&unpublished, room.clone(), *seq, *id);
+                        }
+                    }
                     break;
                 }
             }
         }
-        batch.clear();
+        for out in batch.drain(..) {
+            if let Out::Flush(tx) = out {
+                let _ = tx.send(());
+            }
+        }
     }
 }
 
@@ -269,14 +562,32 @@ impl Seen {
 
 /// The subscriber loop: connect, subscribe every wanted channel, read until the
 /// connection ends or a PING fails, back off, again.
-async fn subscriber(
+struct Subscriber {
     client: redis::Client,
+    /// For position checks (reads, off the read loop).
+    positions: redis::aio::ConnectionManager,
     cfg: RedisBusConfig,
     cmds: flume::Receiver<SubCmd>,
     inbound: Inbound,
     connected: watch::Sender<u64>,
-) {
+    /// A cluster member's own channel and where its messages go.
+    node_channel: Option<(String, flume::Sender<NodeMsg>)>,
+}
+
+async fn subscriber(sub: Subscriber) {
+    let Subscriber {
+        client,
+        positions,
+        cfg,
+        cmds,
+        inbound,
+        connected,
+        node_channel,
+    } = sub;
     let mut wanted = Wanted::default();
+    if let Some((c, _)) = &node_channel {
+        wanted.add(c);
+    }
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut seen = Seen {
         set: HashSet::new(),
@@ -336,6 +647,9 @@ async fn subscriber(
         for w in waiting.drain(..) {
             let _ = w.send(());
         }
+        // After a reconnect anything may have been missed: check every room now and
+        // again shortly (a gap is acted on when two checks agree).
+        let checks = spawn_position_checks(&wanted, &positions, &inbound, cfg.position_every);
         // Subscribes issued while connected complete in their own tasks (the read loop
         // never waits on Redis); a Synced waits behind every earlier one.
         let (done_tx, mut done_rx) =
@@ -343,10 +657,31 @@ async fn subscriber(
         let mut pending = tokio::task::JoinSet::new();
         let mut ping = tokio::time::interval(cfg.ping_every);
         ping.tick().await;
+        let mut position_tick = tokio::time::interval(cfg.position_every);
+        position_tick.tick().await;
+        let mut checks = checks;
         let reason = loop {
             tokio::select! {
+                _ = position_tick.tick() => {
+                    if checks.is_finished() {
+                        checks = spawn_position_checks(&wanted, &positions, &inbound, Duration::ZERO);
+                    }
+                }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break "connection closed" };
+                    if let Some((own, node_msgs)) = &node_channel
+                        && msg.get_channel_name() == own
+                    {
+                        match serde_json::from_slice::<NodeMsg>(msg.get_payload_bytes()) {
+                            Ok(m) => {
+                                if node_msgs.try_send(m).is_err() {
+                                    metrics::counter!(m::BUS_INBOUND_DROPPED).increment(1);
+                                }
+                            }
+                            Err(_) => metrics::counter!(m::BUS_UNDECODABLE).increment(1),
+                        }
+                        continue;
+                    }
                     match wire::decode(msg.get_payload_bytes()) {
                         Some((id, env)) => {
                             if seen.first(id) {
@@ -404,6 +739,7 @@ async fn subscriber(
                 }
             }
         };
+        checks.abort();
         tracing::warn!(
             reason,
             "redis bus: subscriber connection lost; reconnecting"
@@ -412,6 +748,55 @@ async fn subscriber(
         pending.abort_all();
         tokio::time::sleep(jitter(delay)).await;
     }
+}
+
+/// Reads the published high-water mark of every wanted room (pipelined, 1000 per
+/// round trip) and hands each to the room's shard as [`Envelope::Position`]; with
+/// `again`, once more after that delay. Off the read loop.
+fn spawn_position_checks(
+    wanted: &Wanted,
+    conn: &redis::aio::ConnectionManager,
+    inbound: &Inbound,
+    again: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let rooms: Vec<String> = wanted
+        .0
+        .keys()
+        .filter_map(|c| wire::room_of_channel(c).map(str::to_owned))
+        .collect();
+    let (mut conn, inbound) = (conn.clone(), inbound.clone());
+    tokio::spawn(async move {
+        for round in 0..2 {
+            if round == 1 {
+                if again.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(again.min(Duration::from_secs(1))).await;
+            }
+            for chunk in rooms.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for room in chunk {
+                    pipe.cmd("HGET").arg(wire::hwm_key(room)).arg("s");
+                }
+                let marks: Vec<Option<u64>> = match pipe.query_async(&mut conn).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis bus: position check failed");
+                        return;
+                    }
+                };
+                metrics::counter!(m::BUS_POSITION_CHECKS).increment(chunk.len() as u64);
+                for (room, mark) in chunk.iter().zip(marks) {
+                    if let Some(seq) = mark {
+                        inbound.deliver(Envelope::Position {
+                            room_id: room.clone(),
+                            seq,
+                        });
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// A command while there is no connection: bookkeeping only; a sync waits.

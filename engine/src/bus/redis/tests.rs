@@ -1,7 +1,6 @@
 //! The Redis bus against a real `redis-server` started on a free loopback port (never a
 //! fake). A missing `redis-server` fails these tests: `scripts/test.sh` installs it.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,83 +8,7 @@ use super::*;
 use crate::bus::RoomMessage;
 use crate::message::ChatMessage;
 use crate::sessions::SessionRegistry;
-
-/// A `redis-server` this test started (stopped by PID on drop).
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let mut s = Self {
-            port: free_port(),
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        s.spawn();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: scripts/test.sh installs it (apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            use std::io::{Read, Write};
-            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut buf = [0u8; 16];
-                if c.write_all(b"PING\r\n").is_ok()
-                    && c.read(&mut buf)
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL, then a fresh empty server on the same port.
-    fn kill_and_restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::testkit::{RedisServer, free_port};
 
 /// A node's bus with one shard queue the test reads.
 async fn node(redis: &RedisServer) -> (Arc<RedisBus>, flume::Receiver<Envelope>) {
@@ -94,7 +17,9 @@ async fn node(redis: &RedisServer) -> (Arc<RedisBus>, flume::Receiver<Envelope>)
     let mut cfg = RedisBusConfig::new(&redis.url());
     cfg.ping_every = Duration::from_millis(500);
     cfg.timeout = Duration::from_millis(500);
-    let bus = RedisBus::start(cfg, inbound).await.expect("start bus");
+    let bus = RedisBus::start(cfg, inbound, None)
+        .await
+        .expect("start bus");
     (bus, rx)
 }
 
@@ -209,7 +134,7 @@ async fn a_bus_that_cannot_reach_redis_fails_to_start_with_the_cause() {
     let inbound = Inbound::new(Arc::from(vec![tx]), Arc::new(SessionRegistry::default()));
     let mut cfg = RedisBusConfig::new(&format!("redis://127.0.0.1:{port}/"));
     cfg.timeout = Duration::from_millis(500);
-    let e = RedisBus::start(cfg, inbound)
+    let e = RedisBus::start(cfg, inbound, None)
         .await
         .expect_err("nothing listens");
     assert!(e.to_string().starts_with("redis bus:"), "{e}");

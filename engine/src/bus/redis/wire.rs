@@ -28,6 +28,26 @@ pub(crate) fn user_channel(user_id: &str) -> String {
     format!("rc:user:{user_id}")
 }
 
+/// The room a room channel is for.
+pub(crate) fn room_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("rc:room:")
+}
+
+/// A cluster node's own channel (publishes forwarded to it, their results).
+pub(crate) fn node_channel(node: u16) -> String {
+    format!("rc:node:{node}")
+}
+
+/// The lease of a slot (see `crate::cluster`).
+pub(crate) fn lease_key(slot: u16) -> String {
+    format!("rc:lease:{{{slot}}}")
+}
+
+/// A room's published high-water mark: hash `s` (seq), `id`.
+pub(crate) fn hwm_key(room_id: &str) -> String {
+    format!("rc:hwm:{room_id}")
+}
+
 /// An envelope's identity: the publishing node's instance number and a counter.
 pub(crate) type EnvelopeId = (u64, u64);
 
@@ -109,6 +129,7 @@ pub(crate) fn encode(id: EnvelopeId, env: &Envelope) -> Option<(Vec<String>, Byt
                 now_ms().saturating_sub(age),
             )
         }
+        Envelope::Position { .. } => return None,
         Envelope::User(u) => (
             vec![user_channel(&u.user_id)],
             Body::User {

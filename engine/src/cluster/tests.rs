@@ -1,0 +1,349 @@
+//! Cluster tests without sockets: three engines in one process, one real `redis-server`
+//! on a free port, and one shared store (the embedded store behind one `Arc`, standing
+//! in for the CQL keyspace the nodes share in production; the end-to-end tests run
+//! separate processes on Cassandra). Sessions are fed frames as the socket reader would
+//! and their outboxes drained as the writer would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::bus::RedisBusConfig;
+use crate::outbox::Batch;
+use crate::store::embedded::EmbeddedStore;
+use crate::testkit::RedisServer;
+use crate::{Engine, EngineConfig, PageQuery, Session, Stores, UserInfo};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn fast() -> ClusterConfig {
+    ClusterConfig {
+        ttl: Duration::from_millis(1500),
+        tick: Duration::from_millis(250),
+        margin: Duration::from_millis(500),
+        ..ClusterConfig::default()
+    }
+}
+
+async fn node(redis: &RedisServer, stores: &Stores) -> Engine {
+    let mut bus = RedisBusConfig::new(&redis.url());
+    bus.ping_every = Duration::from_millis(500);
+    bus.timeout = Duration::from_millis(500);
+    bus.position_every = Duration::from_millis(500);
+    let cfg = EngineConfig {
+        shards: 2,
+        rate: crate::ratelimit::RateLimitConfig {
+            max_messages: 100_000,
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    };
+    let (engine, _tasks) = Engine::start_cluster(cfg, stores.clone(), bus, fast())
+        .await
+        .expect("start a cluster node");
+    engine
+}
+
+/// Waits until every node sees `n` live nodes and the slots are spread over them.
+async fn settled(nodes: &[&Engine], n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let views_agree = nodes.iter().all(|e| {
+            e.cluster()
+                .is_some_and(|c| c.nodes().len() == n && c.slots_held() > 0)
+        });
+        let total: usize = nodes
+            .iter()
+            .filter_map(|e| e.cluster().map(|c| c.slots_held()))
+            .sum();
+        if views_agree && total == SLOTS as usize {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cluster did not settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn user(id: &str) -> UserInfo {
+    UserInfo {
+        user_id: id.to_owned(),
+        username: format!("{id}-name"),
+        is_admin: false,
+    }
+}
+
+struct Conn {
+    session: Session,
+    frames: Vec<Value>,
+}
+
+impl Conn {
+    fn open(engine: &Engine, id: &str) -> Conn {
+        Conn {
+            session: Session::open(engine, user(id)).expect("open session"),
+            frames: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.session
+            .handle_text(&frame.to_string(), Instant::now())
+            .await;
+    }
+
+    /// Reads frames until `done` holds for the frames read so far.
+    async fn read_until(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) {
+        let outbox = self.session.outbox().clone();
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.frames) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut batch = Batch::default();
+            if tokio::time::timeout(left, outbox.next_batch(&mut batch))
+                .await
+                .is_err()
+            {
+                let short: Vec<String> = self
+                    .frames
+                    .iter()
+                    .map(|v| format!("{}:{}", v["type"], v["seq"]))
+                    .collect();
+                panic!("timed out waiting for {what}; got {short:?}");
+            }
+            for q in batch.frames.drain(..) {
+                outbox.release(q.payload.len());
+                self.frames
+                    .push(serde_json::from_slice(&q.payload).expect("JSON frame"));
+            }
+        }
+    }
+
+    async fn join(&mut self, room: &str) {
+        self.send(json!({"type": "join_room", "roomId": room}))
+            .await;
+        self.read_until("room_joined", |f| {
+            f.iter().any(|v| v["type"] == "room_joined")
+        })
+        .await;
+    }
+
+    fn of_type(&self, ty: &str) -> Vec<&Value> {
+        self.frames.iter().filter(|v| v["type"] == ty).collect()
+    }
+}
+
+/// `(seq, clientMsgId)` of every message frame, in arrival order.
+fn seqs(c: &Conn) -> Vec<(u64, String)> {
+    c.of_type("message")
+        .iter()
+        .map(|v| {
+            (
+                v["seq"].as_u64().expect("seq"),
+                v["clientMsgId"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every acked message reached every member exactly once, in `seq` order, and every
+/// one of them is in history.
+async fn check_exactly_once(members: &[&Conn], acked: &BTreeMap<u64, String>, stores: &Stores) {
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    for m in members {
+        let got = seqs(m);
+        let got_seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+        let mut sorted = got_seqs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(got_seqs, sorted, "in seq order, no repeats");
+        let by_seq: HashMap<u64, &str> = got.iter().map(|(s, c)| (*s, c.as_str())).collect();
+        for (seq, cid) in acked {
+            assert_eq!(
+                by_seq.get(seq).copied(),
+                Some(cid.as_str()),
+                "acked seq {seq} missing or wrong"
+            );
+        }
+    }
+    let history = stores
+        .history
+        .page(
+            "r",
+            PageQuery {
+                before: None,
+                after: Some(0),
+                limit: 100_000,
+            },
+        )
+        .await
+        .expect("history");
+    let stored: HashMap<u64, &str> = history
+        .iter()
+        .map(|m| (m.seq, m.client_msg_id.as_deref().unwrap_or("")))
+        .collect();
+    for (seq, cid) in acked {
+        assert_eq!(
+            stored.get(seq).copied(),
+            Some(cid.as_str()),
+            "seq {seq} in history"
+        );
+    }
+}
+
+/// Acks of a publisher: `seq -> clientMsgId`.
+fn acks(c: &Conn) -> BTreeMap<u64, String> {
+    c.of_type("ack")
+        .iter()
+        .map(|v| {
+            (
+                v["seq"].as_u64().expect("ack seq"),
+                v["clientMsgId"].as_str().expect("ack cid").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_on_every_node_reach_every_member_once_in_one_order() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("store"));
+    let (a, b, c) = (
+        node(&redis, &stores).await,
+        node(&redis, &stores).await,
+        node(&redis, &stores).await,
+    );
+    settled(&[&a, &b, &c], 3).await;
+    let ids: std::collections::HashSet<u16> = [&a, &b, &c]
+        .iter()
+        .filter_map(|e| e.cluster().map(|c| c.node))
+        .collect();
+    assert_eq!(ids.len(), 3, "each node claimed its own node id");
+
+    let mut conns: Vec<Conn> = [&a, &b, &c]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Conn::open(e, &format!("u{i}")))
+        .collect();
+    for conn in &mut conns {
+        conn.join("r").await;
+    }
+    const EACH: usize = 60;
+    for i in 0..EACH {
+        for (n, conn) in conns.iter_mut().enumerate() {
+            let frame = json!({"type": "message", "roomId": "r", "content": format!("m{n}-{i}"), "clientMsgId": format!("c{n}-{i}")});
+            conn.send(frame).await;
+        }
+    }
+    let total = EACH * conns.len();
+    let mut acked = BTreeMap::new();
+    for conn in &mut conns {
+        conn.read_until("acks", |f| {
+            f.iter()
+                .filter(|v| v["type"] == "ack" || v["type"] == "error")
+                .count()
+                >= EACH
+        })
+        .await;
+        let errors = conn.of_type("error");
+        assert!(errors.is_empty(), "no publish refused: {errors:?}");
+        acked.extend(acks(conn));
+    }
+    assert_eq!(acked.len(), total, "one seq per message");
+    assert_eq!(*acked.keys().next().expect("first"), 1);
+    assert_eq!(
+        *acked.keys().last().expect("last"),
+        total as u64,
+        "contiguous seqs"
+    );
+    for conn in &mut conns {
+        conn.read_until("every message", |f| {
+            f.iter().filter(|v| v["type"] == "message").count() >= total
+        })
+        .await;
+    }
+    let members: Vec<&Conn> = conns.iter().collect();
+    check_exactly_once(&members, &acked, &stores).await;
+    // Two of three nodes forwarded (the owner sequenced its own publishers' messages).
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_the_store() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("roomcast_engine=debug")
+        .try_init();
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("store"));
+    let (a, b) = (node(&redis, &stores).await, node(&redis, &stores).await);
+    settled(&[&a, &b], 2).await;
+    // The publisher sits on the room's owner, so its messages are sequenced and stored
+    // while Redis is away; the member on the other node must still get every one.
+    let owner_is_a = a.cluster().is_some_and(|c| c.lease_of("r").is_some());
+    let (owner, other) = if owner_is_a { (&a, &b) } else { (&b, &a) };
+    let mut publisher = Conn::open(owner, "pub");
+    let mut member = Conn::open(other, "mem");
+    publisher.join("r").await;
+    member.join("r").await;
+    let frames = |from: usize, n: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!({"type": "message", "roomId": "r", "content": format!("m{i}"), "clientMsgId": format!("c{i}")}))
+            .collect()
+    };
+    for f in frames(0, 20) {
+        publisher.send(f).await;
+    }
+    member
+        .read_until("first 20", |f| {
+            f.iter().filter(|v| v["type"] == "message").count() >= 20
+        })
+        .await;
+    redis.kill();
+    // While Redis is away the owner keeps its leases until they lapse (self-fencing
+    // after ttl - margin): publishes either get acked (durable, their publish is lost)
+    // or a retryable error.
+    for f in frames(20, 10) {
+        publisher.send(f).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.spawn();
+    // Wait for the owner to hold its slot again, then publish more.
+    let deadline = Instant::now() + WAIT;
+    while owner.cluster().is_none_or(|c| c.lease_of("r").is_none()) {
+        assert!(Instant::now() < deadline, "owner did not re-acquire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for f in frames(30, 10) {
+        publisher.send(f).await;
+    }
+    publisher
+        .read_until("answers", |f| {
+            f.iter()
+                .filter(|v| v["type"] == "ack" || v["type"] == "error")
+                .count()
+                >= 40
+        })
+        .await;
+    let acked = acks(&publisher);
+    let n = acked.len();
+    eprintln!(
+        "publisher errors: {:?} acked {:?}",
+        publisher.of_type("error"),
+        acked.keys().collect::<Vec<_>>()
+    );
+    assert!(n >= 30, "most messages acked: {n}");
+    member
+        .read_until("every acked message", |f| {
+            let got: std::collections::HashSet<u64> = f
+                .iter()
+                .filter(|v| v["type"] == "message")
+                .filter_map(|v| v["seq"].as_u64())
+                .collect();
+            acked.keys().all(|s| got.contains(s))
+        })
+        .await;
+    check_exactly_once(&[&member], &acked, &stores).await;
+}
