@@ -28,8 +28,8 @@ pub mod session;
 pub mod sessions;
 pub mod shard;
 pub mod store;
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod tls;
 pub mod user;
 

@@ -128,13 +128,22 @@ impl Engine {
             match self.find_client_msg(room_id, &user.user_id, cid).await {
                 Ok(Some(original)) => {
                     metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-                    return Ok(Prepared::Duplicate(ChatMessage::reference(
-                        original,
-                        room_id.to_owned(),
-                        user.user_id.clone(),
-                        user.username.clone(),
-                        Some(cid.to_owned()),
-                    )));
+                    // The original's seq for the ack (a read on the rare resend path;
+                    // without it the ack carries no seq).
+                    let seq = match self.inner.stores.history.get(room_id, original).await {
+                        Ok(Some(m)) => m.seq,
+                        _ => 0,
+                    };
+                    return Ok(Prepared::Duplicate(ChatMessage {
+                        seq,
+                        ..ChatMessage::reference(
+                            original,
+                            room_id.to_owned(),
+                            user.user_id.clone(),
+                            user.username.clone(),
+                            Some(cid.to_owned()),
+                        )
+                    }));
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -90,6 +90,14 @@ impl Session {
     }
 
     /// The outbox the connection's writer task drains.
+    /// Resolves once the bus hears this user's channel (at once on one node; in a
+    /// cluster, when Redis confirmed the subscription, bounded by 2 s so a Redis
+    /// outage does not hold the upgrade: recovery covers what is missed then).
+    pub async fn subscribed(&self) {
+        let bus = self.engine.inner.bus.clone();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), bus.synced()).await;
+    }
+
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
     }

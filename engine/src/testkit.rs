@@ -1,18 +1,19 @@
-//! Test helpers shared by the engine's unit tests: a real `redis-server` on a free
-//! loopback port (never a fake). A missing `redis-server` fails the tests that use it:
-//! `scripts/test.sh` installs it.
+//! Test helpers for the engine's unit tests and (feature `testkit`) the end-to-end
+//! tests: a real `redis-server` on a free loopback port (never a fake). A missing
+//! `redis-server` fails the tests that use it: `scripts/test.sh` installs it. Not part
+//! of a production build.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` this test started (stopped by PID on drop).
-pub(crate) struct RedisServer {
-    pub(crate) port: u16,
+pub struct RedisServer {
+    pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -20,7 +21,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let mut s = Self {
             port: free_port(),
             child: None,
@@ -30,11 +31,11 @@ impl RedisServer {
         s
     }
 
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    pub(crate) fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -63,12 +64,12 @@ impl RedisServer {
     }
 
     /// SIGKILL, then a fresh empty server on the same port.
-    pub(crate) fn kill_and_restart(&mut self) {
+    pub fn kill_and_restart(&mut self) {
         self.kill();
         self.spawn();
     }
 
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

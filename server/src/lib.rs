@@ -60,6 +60,7 @@ fn router(state: AppState) -> Router {
         .route("/ws", get(ws::chat))
         .route("/api/rooms/{room_id}/messages", get(rooms::room_history))
         .route("/api/admin/audit", get(admin::audit_log))
+        .route("/api/admin/cluster", get(admin::cluster))
         // Presence (seed 004's getOnlineUsers / getUserStatus).
         .route("/api/presence/online", get(presence::online_users))
         .route("/api/presence/users/{user_id}", get(presence::user_status))

@@ -79,6 +79,7 @@ impl Modify for BearerAuth {
         admin::quiet_chats,
         rooms::room_history,
         admin::audit_log,
+        admin::cluster,
         presence::online_users,
         presence::user_status,
         ops::healthz,

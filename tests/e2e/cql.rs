@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::support::{Event, Server, id_of};
 
 /// The CQL node, or a loud failure (`ROOMCAST_SKIP_CQL=1` skips explicitly).
-fn node() -> Option<String> {
+pub(crate) fn node() -> Option<String> {
     if std::env::var("ROOMCAST_SKIP_CQL").as_deref() == Ok("1") {
         eprintln!("cql e2e: skipped because ROOMCAST_SKIP_CQL=1");
         return None;
@@ -25,14 +25,14 @@ fn node() -> Option<String> {
     }
 }
 
-fn keyspace(name: &str) -> String {
+pub(crate) fn keyspace(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("e2e_{name}_{}_{nanos}", std::process::id())
 }
 
-fn cql_env(node: &str, ks: &str) -> Vec<(String, String)> {
+pub(crate) fn cql_env(node: &str, ks: &str) -> Vec<(String, String)> {
     vec![
         ("ROOMCAST_SCYLLA_NODES".into(), node.into()),
         ("ROOMCAST_SCYLLA_KEYSPACE".into(), ks.into()),
@@ -46,7 +46,7 @@ fn cql_env(node: &str, ks: &str) -> Vec<(String, String)> {
 }
 
 /// `roomcast <args>` with `env`; (success, stdout + stderr).
-fn run_binary(args: &[&str], env: &[(String, String)]) -> (bool, String) {
+pub(crate) fn run_binary(args: &[&str], env: &[(String, String)]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -67,7 +67,7 @@ fn run_binary(args: &[&str], env: &[(String, String)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-async fn server_on(env: &[(String, String)], extra: &[(&str, &str)]) -> Server {
+pub(crate) async fn server_on(env: &[(String, String)], extra: &[(&str, &str)]) -> Server {
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     all.extend_from_slice(extra);
     Server::start(&all).await

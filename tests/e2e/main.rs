@@ -12,6 +12,7 @@ mod calls;
 mod chat;
 mod chat_admin;
 mod chat_paging;
+mod cluster;
 mod cql;
 mod durability;
 mod fanout;

@@ -51,7 +51,7 @@ struct AckOut<'a> {
     #[serde(serialize_with = "id_str")]
     message_id: MessageId,
     room_id: &'a str,
-    /// The message's `seq` (absent for a duplicate's reference, which has none).
+    /// The message's `seq` (absent on a duplicate's ack when the original's is not known).
     #[serde(skip_serializing_if = "is_zero")]
     seq: u64,
     timestamp: String,

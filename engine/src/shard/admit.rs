@@ -254,17 +254,21 @@ impl Shard {
             .as_ref()
             .map(|cid| (Arc::<str>::from(user.user_id.as_str()), cid.clone()));
         if let Some(key) = &dedupe_key
-            && let Some(&original) = room.dedupe.as_ref().and_then(|d| d.ids.get(key))
+            && let Some(&(original, original_seq)) =
+                room.dedupe.as_ref().and_then(|d| d.ids.get(key))
             && !self.writer.failed.contains(original)
         {
             metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
-            let msg = ChatMessage::reference(
-                original,
-                room_id,
-                user.user_id.clone(),
-                user.username.clone(),
-                client_msg_id,
-            );
+            let msg = ChatMessage {
+                seq: original_seq,
+                ..ChatMessage::reference(
+                    original,
+                    room_id,
+                    user.user_id.clone(),
+                    user.username.clone(),
+                    client_msg_id,
+                )
+            };
             // Through the writer's queue: answered after the original is durable.
             if let Err(op) = self.writer.try_send(WriteOp::AckExisting { msg, ack })
                 && let WriteOp::AckExisting { ack, .. } = *op
@@ -329,7 +333,7 @@ impl Shard {
             let window = self.cfg.dedupe_window;
             room.dedupe
                 .get_or_insert_with(Default::default)
-                .remember(key, id, window);
+                .remember(key, (id, seq), window);
         }
         metrics::counter!(m::MESSAGES_PUBLISHED).increment(1);
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::audience::deliver_to_audience;
-use super::room::{Member, Position, deliver_at, deliver_tagged};
+use super::room::{Member, Position, Room, deliver_at, deliver_tagged};
 use super::{Fill, Filled, Join, Leave, Shard, ShardCmd, Typing};
 use crate::bus::{Envelope, RoomEvent, RoomMessage};
 use crate::ids::MessageId;
@@ -30,6 +30,16 @@ use crate::store::PageQuery;
 enum Strict {
     Yes,
     No,
+}
+
+/// The `room_joined` frame: where the room stands as far as this node knows (its
+/// sequencer's position here, or what was delivered here when another node orders it).
+fn room_joined(room_id: &str, room: &Room) -> bytes::Bytes {
+    let shown = match room.delivered.or(room.floor) {
+        Some(d) if d.seq > room.position.seq => d,
+        _ => room.position,
+    };
+    protocol::encode_room_joined(room_id, room.users.len(), shown.last_id, shown.seq)
 }
 
 impl Shard {
@@ -172,6 +182,10 @@ impl Shard {
                 if room.delivered.is_none() {
                     room.floor = Some(newest);
                 }
+                let now = Instant::now();
+                for outbox in room.positioning.take().unwrap_or_default() {
+                    outbox.push(room_joined(&room_id, room), now);
+                }
                 Strict::Yes
             }
             (Fill::Gap, Ok(page)) => {
@@ -188,6 +202,10 @@ impl Shard {
                 Strict::No
             }
             (kind, Err(e)) => {
+                let now = Instant::now();
+                for outbox in room.positioning.take().unwrap_or_default() {
+                    outbox.push(room_joined(&room_id, room), now);
+                }
                 metrics::counter!(m::BUS_FILL_FAILED).increment(1);
                 tracing::warn!(error = %e, room_id, ?kind, "delivery read failed; going on without it");
                 Strict::No
@@ -298,29 +316,28 @@ impl Shard {
                 },
             );
         }
-        // Where the room stands as far as this node knows: its sequencer's position
-        // here, or (another node sequences it) what was delivered here.
-        let shown = match room.delivered.or(room.floor) {
-            Some(d) if d.seq > room.position.seq => d,
-            _ => room.position,
-        };
-        outbox.push(
-            protocol::encode_room_joined(&room_id, room.users.len(), shown.last_id, shown.seq),
-            now,
-        );
+        // In a cluster this node hears the room only once subscribed: delivery starts
+        // at the store's newest message read after that (the floor), so anything lost
+        // from then on is a gap like any other, and `room_joined` waits for it.
+        let read_position = first_member
+            && clustered
+            && room.delivered.or(room.floor).is_none()
+            && room.filling.is_none();
+        if read_position {
+            room.filling = Some(Vec::new());
+            room.positioning = Some(Vec::new());
+        }
+        if let Some(waiting) = &mut room.positioning {
+            waiting.push(outbox.clone());
+        } else {
+            let frame = room_joined(&room_id, room);
+            outbox.push(frame, now);
+        }
         if first_member {
-            // In a cluster this node hears the room only from now: delivery starts at
-            // the store's newest message (read once the subscription is in place), so
-            // anything lost from here on is a gap like any other.
-            let read_position =
-                clustered && room.delivered.or(room.floor).is_none() && room.filling.is_none();
-            if read_position {
-                room.filling = Some(Vec::new());
-            }
             self.bus.subscribe_room(&room_id);
-            if read_position {
-                self.start_fill(room_id.clone(), 0, Fill::Position);
-            }
+        }
+        if read_position {
+            self.start_fill(room_id.clone(), 0, Fill::Position);
         }
         if let Some(since) = since {
             self.start_recovery(room_id, conn, since);

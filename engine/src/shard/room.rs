@@ -27,17 +27,22 @@ pub(super) struct Member {
 /// A frame held for a recovering member, tagged with its message's `(seq, id)`.
 pub(super) type HeldFrame = (Option<(u64, MessageId)>, Bytes);
 
-/// Recently published `(user, clientMsgId)` -> id, bounded, so a quick resend (lost ack)
-/// is answered without storing or delivering it twice.
+/// Recently published `(user, clientMsgId)` -> `(id, seq)`, bounded, so a quick resend
+/// (lost ack) is answered with the original without storing or delivering it twice.
 #[derive(Default)]
 pub(super) struct Dedupe {
-    pub(super) ids: HashMap<(Arc<str>, String), MessageId>,
+    pub(super) ids: HashMap<(Arc<str>, String), (MessageId, u64)>,
     order: VecDeque<(Arc<str>, String)>,
 }
 
 impl Dedupe {
     /// Remembers `key -> id`, forgetting the oldest beyond `window`.
-    pub(super) fn remember(&mut self, key: (Arc<str>, String), id: MessageId, window: usize) {
+    pub(super) fn remember(
+        &mut self,
+        key: (Arc<str>, String),
+        id: (MessageId, u64),
+        window: usize,
+    ) {
         if self.ids.insert(key.clone(), id).is_none() {
             self.order.push_back(key);
             if self.order.len() > window
@@ -88,6 +93,10 @@ pub(super) struct Room {
     pub(super) floor: Option<Position>,
     /// While a gap is filled from the store: envelopes that arrived meanwhile, in order.
     pub(super) filling: Option<Vec<crate::bus::Envelope>>,
+    /// While this node starts hearing the room (a cluster's floor read): the members
+    /// whose `room_joined` waits for it, so that everything published after a member
+    /// sees `room_joined` reaches it.
+    pub(super) positioning: Option<Vec<Arc<Outbox>>>,
     /// The high-water mark the last position check reported (a gap is acted on when a
     /// check finds the room still behind the previous check's mark).
     pub(super) last_hwm: Option<u64>,
@@ -111,6 +120,7 @@ impl Room {
             delivered: None,
             floor: None,
             filling: None,
+            positioning: None,
             last_hwm: None,
         }
     }

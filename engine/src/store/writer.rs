@@ -253,6 +253,8 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
                     Some(AppendOutcome::Duplicate(original)) => {
                         let mut message = msg;
                         message.message_id = original;
+                        // The original's seq is not known here (and this one's is unused).
+                        message.seq = 0;
                         Ok(Acked {
                             message,
                             duplicate: true,

@@ -390,3 +390,80 @@ pub(crate) async fn audit_log(
     let entries = app.engine.stores().history.audit_page(after, limit).await?;
     Ok(Json(AuditPage { entries }).into_response())
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ClusterParams {
+    /// Also say which node orders this room.
+    room: Option<String>,
+    token: Option<String>,
+}
+
+/// Cluster membership as this node sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClusterView {
+    /// False on a single node (no `REDIS_URL`).
+    clustered: bool,
+    /// This node's id.
+    node: u16,
+    /// Live nodes, this one included.
+    nodes: Vec<u16>,
+    /// Room slots (of 1024) whose lease this node holds.
+    slots_held: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<RoomOwner>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RoomOwner {
+    room_id: String,
+    slot: u16,
+    /// The node that orders the room (by the live set this node sees).
+    owner: Option<u16>,
+    /// Whether this node sequences it right now.
+    sequenced_here: bool,
+}
+
+/// `GET /api/admin/cluster?room=`: the live nodes, this node's share of the room slots
+/// and, with `room`, which node orders that room (admins only).
+#[utoipa::path(get, path = "/api/admin/cluster", tag = "admin", params(ClusterParams), responses((status = 200, description = "Cluster membership", body = ClusterView), (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody), (status = 403, description = "Not an admin", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn cluster(
+    State(app): State<AppState>,
+    QueryParams(params): QueryParams<ClusterParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = app.authenticate(&headers, params.token.as_deref())?;
+    if !principal.user().is_admin {
+        return Err(ApiError::Forbidden);
+    }
+    let view = match app.engine.cluster() {
+        None => ClusterView {
+            clustered: false,
+            node: app.engine.config().node_id,
+            nodes: vec![app.engine.config().node_id],
+            slots_held: roomcast_engine::cluster::SLOTS as usize,
+            room: None,
+        },
+        Some(c) => {
+            let nodes = c.nodes();
+            let room = params.room.filter(|r| !r.is_empty()).map(|room_id| {
+                let slot = roomcast_engine::cluster::slot_of(&room_id);
+                RoomOwner {
+                    owner: roomcast_engine::cluster::owner_among(slot, &nodes),
+                    sequenced_here: c.lease_of(&room_id).is_some(),
+                    slot,
+                    room_id,
+                }
+            });
+            ClusterView {
+                clustered: true,
+                node: c.node,
+                slots_held: c.slots_held(),
+                nodes,
+                room,
+            }
+        }
+    };
+    Ok(Json(view).into_response())
+}

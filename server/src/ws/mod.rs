@@ -129,6 +129,9 @@ async fn admit(
             reject("too_many_connections");
             ApiError::from(e)
         })?;
+    // In a cluster: the user's channel is subscribed before the 101, so anything sent
+    // to the user after the client sees the upgrade reaches this connection.
+    session.subscribed().await;
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).map_err(|e| {
         reject("bad_handshake");
         ApiError::BadRequest {

@@ -113,6 +113,11 @@ impl Server {
         read_log(self.dir.path())
     }
 
+    /// Whether the process has not been killed or stopped by the test.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().and_then(|c| c.id()).expect("running")
     }

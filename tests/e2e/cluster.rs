@@ -1,0 +1,556 @@
+//! Three `roomcast` processes as one cluster: a real `redis-server` on a free loopback
+//! port (started here, SIGKILLed and restarted here) and one keyspace on the Cassandra
+//! that `scripts/test.sh` starts (`ROOMCAST_TEST_CQL`). Publishers on every node; each
+//! test checks that every acknowledged message reached every member exactly once, in
+//! `seq` order, and is in history.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use roomcast_engine::testkit::RedisServer;
+use serde_json::Value;
+
+use crate::cql::{cql_env, keyspace, node, run_binary, server_on};
+use crate::support::{Event, Server, TIMEOUT, id_of};
+
+struct Cluster {
+    redis: Option<RedisServer>,
+    nodes: Vec<Server>,
+    ks: String,
+}
+
+/// Error codes a client answers by sending the same message again.
+const RETRYABLE: [&str; 4] = [
+    "unavailable",
+    "store_unavailable",
+    "overloaded",
+    "shutting_down",
+];
+
+impl Cluster {
+    async fn start(name: &str, n: usize) -> Option<Cluster> {
+        let node = node()?;
+        let ks = keyspace(name);
+        let env = cql_env(&node, &ks);
+        let (ok, text) = run_binary(&["migrate"], &env);
+        assert!(ok, "migrate: {text}");
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(
+                server_on(
+                    &env,
+                    &[
+                        ("REDIS_URL", url.as_str()),
+                        ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
+                        ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
+                        ("RATE_LIMIT_MAX_MESSAGES", "100000"),
+                    ],
+                )
+                .await,
+            );
+        }
+        let c = Cluster {
+            redis: Some(redis),
+            nodes,
+            ks,
+        };
+        c.settled(n).await;
+        Some(c)
+    }
+
+    /// `GET /api/admin/cluster` on node `i`.
+    async fn view(&self, i: usize, room: Option<&str>) -> Value {
+        let path = match room {
+            Some(r) => format!("/api/admin/cluster?room={r}"),
+            None => "/api/admin/cluster".to_owned(),
+        };
+        let r = self.nodes[i].call("GET", &path, Some("admin"), None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()
+    }
+
+    /// Waits until every running node sees the same `n` live nodes and holds exactly
+    /// the slots the rendezvous hash gives it (no handover under way).
+    async fn settled(&self, n: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let mut views = Vec::new();
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].running() {
+                    views.push(self.view(i, None).await);
+                }
+            }
+            let live: Vec<u16> = views[0]["nodes"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_u64())
+                        .map(|v| v as u16)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let stable = live.len() == n
+                && views.iter().all(|v| {
+                    let node = v["node"].as_u64().unwrap_or(u64::MAX) as u16;
+                    let share = (0..roomcast_engine::cluster::SLOTS)
+                        .filter(|s| roomcast_engine::cluster::owner_among(*s, &live) == Some(node))
+                        .count() as u64;
+                    v["nodes"] == views[0]["nodes"] && v["slotsHeld"].as_u64() == Some(share)
+                });
+            if stable {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not settle on {n} nodes: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The index of the node that orders `room`.
+    async fn owner_of(&self, room: &str) -> usize {
+        let v = self.view(0, Some(room)).await;
+        let owner = v["room"]["owner"].as_u64().expect("owner");
+        for i in 0..self.nodes.len() {
+            if self.view(i, None).await["node"].as_u64() == Some(owner) {
+                return i;
+            }
+        }
+        panic!("no node is {owner}")
+    }
+}
+
+/// One connection that publishes to the room and is a member of it.
+struct Peer {
+    name: String,
+    ws: crate::support::Client,
+    /// `clientMsgId -> content` not acknowledged yet.
+    pending: BTreeMap<String, String>,
+    /// `seq -> clientMsgId` of this peer's acknowledged messages.
+    acked: BTreeMap<u64, String>,
+    /// `(seq, clientMsgId, messageId)` of every message frame, in arrival order.
+    got: Vec<(u64, String, u64)>,
+    /// Refused with a retryable error: sent again at `retry_at`.
+    retry: std::collections::BTreeSet<String>,
+    retry_at: Option<Instant>,
+}
+
+impl Peer {
+    async fn join(server: &Server, user: &str, room: &str) -> Peer {
+        let mut ws = server.connect(user, room).await;
+        ws.next_of("room_joined").await;
+        Peer {
+            name: user.to_owned(),
+            ws,
+            pending: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            got: Vec::new(),
+            retry: Default::default(),
+            retry_at: None,
+        }
+    }
+
+    async fn publish(&mut self, room: &str, from: usize, n: usize) {
+        for i in from..from + n {
+            let cid = format!("{}-{i}", self.name);
+            let content = format!("m {cid}");
+            self.ws.publish(room, &content, &cid).await;
+            self.pending.insert(cid, content);
+        }
+    }
+
+    /// Handles one event; false when the connection is gone.
+    async fn handle(&mut self, room: &str, ev: Event) -> bool {
+        let v = match ev {
+            Event::Json(v) => v,
+            Event::Close(_) | Event::Gone => return false,
+        };
+        match v["type"].as_str() {
+            Some("message") => self.got.push((
+                v["seq"].as_u64().expect("seq"),
+                v["clientMsgId"].as_str().unwrap_or("").to_owned(),
+                id_of(&v),
+            )),
+            Some("ack") => {
+                let cid = v["clientMsgId"].as_str().expect("ack cid").to_owned();
+                if self.pending.remove(&cid).is_some() {
+                    self.acked.insert(v["seq"].as_u64().expect("ack seq"), cid);
+                }
+            }
+            Some("error") => {
+                let code = v["code"].as_str().unwrap_or("");
+                let cid = v["clientMsgId"].as_str().unwrap_or("").to_owned();
+                assert!(
+                    RETRYABLE.contains(&code),
+                    "{} got a final error: {v}",
+                    self.name
+                );
+                // The client's rule: send the same message again, after the hint.
+                let wait = v["retryAfterMs"].as_u64().unwrap_or(200).min(1000);
+                let at = Instant::now() + Duration::from_millis(wait);
+                self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+                self.retry.insert(cid);
+                let _ = room;
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The next ack (messages meanwhile are recorded).
+    async fn next_ack(&mut self) -> Value {
+        loop {
+            match self.ws.next().await {
+                Event::Json(v) if v["type"] == "ack" => return v,
+                Event::Json(v) if v["type"] == "message" => {
+                    self.handle("", Event::Json(v)).await;
+                }
+                Event::Json(_) => {}
+                other => panic!("{}: connection ended: {other:?}", self.name),
+            }
+        }
+    }
+
+    /// Reads until every message this peer sent is acknowledged.
+    async fn until_acked(&mut self, room: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{}: not acknowledged: {:?}",
+                self.name,
+                self.pending.keys().collect::<Vec<_>>()
+            );
+            self.step(room).await;
+        }
+    }
+
+    /// Sends what is due for a retry, then handles the next event (or a quiet 100 ms).
+    async fn step(&mut self, room: &str) {
+        if self.retry_at.is_some_and(|t| Instant::now() >= t) {
+            self.retry_at = None;
+            for cid in std::mem::take(&mut self.retry) {
+                if let Some(content) = self.pending.get(&cid).cloned() {
+                    self.ws.publish(room, &content, &cid).await;
+                }
+            }
+        }
+        if let Some(ev) = self.ws.next_within(Duration::from_millis(100)).await {
+            assert!(
+                self.handle(room, ev).await,
+                "{}: connection lost",
+                self.name
+            );
+        }
+    }
+
+    /// Reads until every seq in `acked` has arrived.
+    async fn until_received(&mut self, room: &str, acked: &BTreeMap<u64, String>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let have: HashSet<u64> = self.got.iter().map(|g| g.0).collect();
+            let missing: Vec<u64> = acked
+                .keys()
+                .filter(|s| !have.contains(s))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: never got seqs {missing:?}",
+                self.name
+            );
+            self.step(room).await;
+        }
+    }
+}
+
+/// Every peer got every acknowledged message once, in `seq` order, the message its
+/// `seq` was acknowledged for; and every one is in history (read on `reader`).
+async fn check(peers: &[&Peer], acked: &BTreeMap<u64, String>, reader: &Server, room: &str) {
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    for p in peers {
+        let seqs: Vec<u64> = p.got.iter().map(|g| g.0).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{}: not in seq order or repeated: {seqs:?}",
+            p.name
+        );
+        for (seq, cid) in acked {
+            let got = p.got.iter().find(|g| g.0 == *seq).map(|g| g.1.as_str());
+            assert_eq!(got, Some(cid.as_str()), "{}: seq {seq}", p.name);
+        }
+    }
+    let history = reader.history(room).await;
+    let stored: HashSet<(u64, String)> = history
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap_or(0),
+                m["clientMsgId"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for (seq, cid) in acked {
+        assert!(
+            stored.contains(&(*seq, cid.clone())),
+            "seq {seq} ({cid}) not in history"
+        );
+    }
+}
+
+fn all_acked(peers: &[&Peer]) -> BTreeMap<u64, String> {
+    let mut all = BTreeMap::new();
+    for p in peers {
+        for (seq, cid) in &p.acked {
+            assert!(
+                all.insert(*seq, cid.clone()).is_none(),
+                "seq {seq} acked twice"
+            );
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn publishers_on_three_nodes_reach_every_member_once_in_one_order() {
+    let Some(c) = Cluster::start("fanout", 3).await else {
+        return;
+    };
+    let room = "lobby";
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("p{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 100).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 300);
+    assert_eq!(
+        acked.keys().copied().collect::<Vec<_>>(),
+        (1..=300).collect::<Vec<_>>(),
+        "contiguous seqs"
+    );
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[2], room).await;
+    // Two of three nodes forwarded their publishers' messages to the owner.
+    let owner = c.owner_of(room).await;
+    for (i, n) in c.nodes.iter().enumerate() {
+        let forwarded = n
+            .metric("roomcast_cluster_forwarded_total", "outcome=\"ok\"")
+            .await;
+        if i == owner {
+            assert_eq!(forwarded, 0.0, "the owner forwards nothing");
+        } else {
+            assert_eq!(
+                forwarded, 100.0,
+                "node {i} forwards every one of its publisher's messages"
+            );
+        }
+    }
+    drop(c.ks);
+}
+
+#[tokio::test]
+async fn no_sticky_sessions_and_a_resend_to_another_node_is_one_message() {
+    let Some(c) = Cluster::start("sticky", 3).await else {
+        return;
+    };
+    // Socket on node 0, REST send on node 1, history read on node 2.
+    let conv = c.nodes[1].conversation("ann", &["bob"]).await;
+    let mut bob = c.nodes[0].socket("bob").await;
+    let r = c.nodes[1]
+        .send_text("ann", &conv, "hello from node 1", "rest-1")
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let live = bob.next_of("message").await;
+    assert_eq!(live["content"], "hello from node 1");
+    let page = c.nodes[2].conversation_history("bob", &conv).await;
+    assert_eq!(
+        page["messages"][0]["content"], "hello from node 1",
+        "{page}"
+    );
+
+    // A resend with the same clientMsgId to a different node (its ack was lost): one
+    // message, the original's id and seq.
+    let mut on0 = Peer::join(&c.nodes[0], "carol", "resend").await;
+    let mut on2 = Peer::join(&c.nodes[2], "carol", "resend").await;
+    on0.ws.publish("resend", "once", "same-cid").await;
+    let first = on0.next_ack().await;
+    on2.ws.publish("resend", "once", "same-cid").await;
+    let again = on2.next_ack().await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["messageId"], first["messageId"]);
+    assert_eq!(again["seq"], first["seq"]);
+    on2.ws.publish("resend", "after", "next-cid").await;
+    let next = on2.next_ack().await;
+    assert_eq!(next["seq"].as_u64(), first["seq"].as_u64().map(|s| s + 1));
+    let history = c.nodes[1].history("resend").await;
+    let contents: Vec<&str> = history
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["once", "after"], "stored once");
+    // Each connection saw each message once.
+    let acked: BTreeMap<u64, String> =
+        [(1, "same-cid".to_owned()), (2, "next-cid".to_owned())].into();
+    for p in [&mut on0, &mut on2] {
+        p.until_received("resend", &acked).await;
+        p.ws.quiet_except(&["presence"]).await;
+    }
+    check(&[&on0, &on2], &acked, &c.nodes[1], "resend").await;
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_and_restarted_empty_loses_no_acknowledged_message() {
+    let Some(mut c) = Cluster::start("redis_kill", 3).await else {
+        return;
+    };
+    let room = "busy";
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("r{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 40).await;
+    }
+    // SIGKILL Redis with messages in flight; a fresh, empty Redis on the same port
+    // 1.5 s later.
+    let mut redis = c.redis.take().expect("redis");
+    redis.kill();
+    for p in &mut peers {
+        p.publish(room, 40, 20).await;
+    }
+    let restarted = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        redis.spawn();
+        redis
+    });
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    c.redis = Some(restarted.await.expect("restart"));
+    for p in &mut peers {
+        p.publish(room, 60, 20).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 240, "every message acknowledged in the end");
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[0], room).await;
+}
+
+#[tokio::test]
+async fn the_owner_of_the_busiest_room_killed_with_sigkill_loses_no_acknowledged_message() {
+    let Some(mut c) = Cluster::start("owner_kill", 3).await else {
+        return;
+    };
+    let room = "busiest";
+    let victim = c.owner_of(room).await;
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("o{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 50).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    // The victim's own publisher: what it had acknowledged stays acknowledged.
+    let victim_peer = peers.remove(victim);
+    let victim_acked = victim_peer.acked.clone();
+    let victim_last = victim_peer
+        .got
+        .last()
+        .map(|g| g.2)
+        .expect("victim saw messages");
+    c.nodes[victim].kill9().await;
+    drop(victim_peer);
+    // The survivors keep publishing; until the victim's leases expire their messages
+    // get `unavailable` and are sent again.
+    for p in &mut peers {
+        p.publish(room, 50, 30).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let mut acked = all_acked(&refs);
+    for (s, cid) in &victim_acked {
+        assert!(
+            acked.insert(*s, cid.clone()).is_none(),
+            "seq {s} acknowledged twice"
+        );
+    }
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let survivor = if victim == 0 { 1 } else { 0 };
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[survivor], room).await;
+    // The victim's client reconnects to a survivor with `since` and recovers exactly
+    // what it missed.
+    let mut back = c.nodes[survivor]
+        .ws(&format!(
+            "/ws?token={}&roomId={room}&since={victim_last}",
+            c.nodes[survivor].token(&format!("o{victim}"))
+        ))
+        .await
+        .expect("upgrade");
+    let mut replay = Vec::new();
+    loop {
+        let Event::Json(v) = back.next().await else {
+            panic!("closed")
+        };
+        match v["type"].as_str() {
+            Some("message") => replay.push(v["seq"].as_u64().expect("seq")),
+            Some("recovered") => break,
+            _ => {}
+        }
+    }
+    let expected: Vec<u64> = acked
+        .keys()
+        .copied()
+        .filter(|s| acked_after(&acked, *s, victim_last, &peers))
+        .collect();
+    assert_eq!(
+        replay.first(),
+        expected.first(),
+        "replay starts right after what it saw"
+    );
+    assert_eq!(
+        replay.last(),
+        acked.keys().last(),
+        "replay reaches the newest"
+    );
+    assert!(replay.windows(2).all(|w| w[0] < w[1]), "{replay:?}");
+}
+
+/// Whether `seq` came after the message `since` (by the survivors' view of ids).
+fn acked_after(_acked: &BTreeMap<u64, String>, seq: u64, since: u64, peers: &[Peer]) -> bool {
+    peers
+        .iter()
+        .flat_map(|p| p.got.iter())
+        .find(|g| g.0 == seq)
+        .is_some_and(|g| g.2 > since)
+}
