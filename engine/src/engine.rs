@@ -25,7 +25,7 @@ use crate::ids::{IdGenerator, MAX_SHARDS, MessageId, room_hash};
 use crate::message::ChatMessage;
 use crate::metrics as m;
 use crate::moderation::{ModerationConfig, Moderator};
-use crate::presence::{MemoryPresence, Presence, UserStatus};
+use crate::presence::{MemoryPresence, Presence, RedisPresence, UserStatus};
 use crate::ratelimit::{RateLimitConfig, RateLimits};
 use crate::sessions::SessionRegistry;
 use crate::shard::{Publish, PushJob, Shard, ShardCmd, ShardConfig, ShardDeps};
@@ -252,7 +252,14 @@ impl Engine {
             inbound,
             sessions,
         } = queues;
-        let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
+        let presence: Arc<dyn Presence> = match &cluster {
+            None => Arc::new(MemoryPresence::default()),
+            Some(c) => RedisPresence::start(
+                c.cluster.clone(),
+                c.cluster.connection(),
+                c.cluster.presence_timing(),
+            ),
+        };
         let (push_tx, push_rx) = if cfg.push_queue > 0 {
             let (tx, rx) = flume::bounded(cfg.push_queue);
             (Some(tx), Some(rx))

@@ -554,3 +554,55 @@ fn acked_after(_acked: &BTreeMap<u64, String>, seq: u64, since: u64, peers: &[Pe
         .find(|g| g.0 == seq)
         .is_some_and(|g| g.2 > since)
 }
+
+#[tokio::test]
+async fn presence_is_cluster_wide_and_a_dead_node_takes_its_users_offline_once() {
+    let Some(mut c) = Cluster::start("presence", 3).await else {
+        return;
+    };
+    c.nodes[1].conversation("ann", &["bob"]).await;
+    let mut ann = c.nodes[2].socket("ann").await;
+    let _bob = c.nodes[0].socket("bob").await;
+    // The partner on another node hears bob come online, once.
+    let up = ann.next_of("user_status").await;
+    assert_eq!(
+        (up["userId"].as_str(), up["online"].as_bool()),
+        (Some("bob"), Some(true)),
+        "{up}"
+    );
+    // A third node answers for the whole cluster (within a presence round).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let r = c.nodes[1]
+            .call("GET", "/api/presence/users/bob", Some("ann"), None)
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        if r.json()["online"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never saw bob online: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bob's node dies without telling anyone: he is offline for the cluster within the
+    // presence TTL plus a round (1.5 s + 0.5 s here; 6 s + 2 s by default).
+    let killed = Instant::now();
+    c.nodes[0].kill9().await;
+    let down = ann.next_of("user_status").await;
+    let took = killed.elapsed();
+    assert_eq!(
+        (down["userId"].as_str(), down["online"].as_bool()),
+        (Some("bob"), Some(false)),
+        "{down}"
+    );
+    assert!(down["lastSeen"].is_string(), "{down}");
+    assert!(took < Duration::from_secs(10), "offline after {took:?}");
+    let r = c.nodes[1]
+        .call("GET", "/api/presence/users/bob", Some("ann"), None)
+        .await;
+    assert_eq!(r.json()["online"], false, "{r:?}");
+    // Told once, by one node.
+    ann.quiet().await;
+}

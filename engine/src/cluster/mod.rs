@@ -303,6 +303,19 @@ impl Cluster {
         }
     }
 
+    /// A handle on this node's command connection to Redis (shared, multiplexed).
+    pub fn connection(&self) -> redis::aio::ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Presence entries live as long as leases and are refreshed three times per life.
+    pub fn presence_timing(&self) -> crate::presence::PresenceTiming {
+        crate::presence::PresenceTiming {
+            every: self.cfg.ttl / 3,
+            ttl: self.cfg.ttl,
+        }
+    }
+
     /// The live nodes as of the last round (this one included).
     pub fn nodes(&self) -> Vec<u16> {
         self.state.read().live.clone()

@@ -5,9 +5,9 @@
 //! What "online" means: the user holds at least one open session on at least one node
 //! whose presence entry is fresh. A node tells its [`Presence`] when a user's first
 //! session on it opens and when the last one closes; a cluster implementation keeps one
-//! entry per (user, node) with a TTL (10 s) that the node refreshes on a heartbeat
-//! (every 3 s, batched for all its users), so a node that dies takes its users offline
-//! within the TTL without anyone telling it. The in-memory implementation serves one
+//! entry per (user, node) with a TTL (6 s) that the node refreshes on a heartbeat
+//! (every 2 s, batched for all its users), so a node that dies takes its users offline
+//! within the TTL plus one heartbeat without anyone telling it ([`RedisPresence`]). The in-memory implementation serves one
 //! node: its entries are this node's sessions, so they need neither TTL nor heartbeat.
 //!
 //! Who emits online/offline: the implementation, once per transition of the
@@ -16,8 +16,10 @@
 //! change into a `user_status` frame for the user's conversation partners.
 
 mod memory;
+mod redis;
 
 pub use memory::MemoryPresence;
+pub use redis::{PresenceTiming, RedisPresence};
 
 /// A user's status as presence knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
