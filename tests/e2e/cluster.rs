@@ -606,3 +606,66 @@ async fn presence_is_cluster_wide_and_a_dead_node_takes_its_users_offline_once()
     // Told once, by one node.
     ann.quiet().await;
 }
+
+#[tokio::test]
+async fn sigterm_on_the_owner_hands_its_rooms_over_without_loss() {
+    let Some(mut c) = Cluster::start("drain", 3).await else {
+        return;
+    };
+    let room = "handover";
+    let owner = c.owner_of(room).await;
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("d{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 30).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let mut leaving = peers.remove(owner);
+    // The survivors keep publishing while the owner drains.
+    for p in &mut peers {
+        p.publish(room, 30, 30).await;
+    }
+    let code = c.nodes[owner].sigterm().await;
+    assert_eq!(code, Some(0), "a clean exit");
+    // Its sessions were told to reconnect elsewhere.
+    let close = loop {
+        match leaving.ws.next().await {
+            Event::Close(code) => break code,
+            Event::Gone => panic!("closed without a close frame"),
+            Event::Json(v) => {
+                leaving.handle(room, Event::Json(v)).await;
+            }
+        }
+    };
+    assert_eq!(close, 1012, "service restart: reconnect");
+    assert!(
+        c.nodes[owner].log().contains("left the cluster"),
+        "the owner released its leases on the way out"
+    );
+    for p in &mut peers {
+        p.publish(room, 60, 10).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let mut acked = all_acked(&refs);
+    for (s, cid) in &leaving.acked {
+        assert!(
+            acked.insert(*s, cid.clone()).is_none(),
+            "seq {s} acknowledged twice"
+        );
+    }
+    assert_eq!(acked.len(), 30 * 3 + 40 * 2);
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let survivor = if owner == 0 { 1 } else { 0 };
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[survivor], room).await;
+    c.settled(2).await;
+}

@@ -706,6 +706,52 @@ mod tests {
     }
 
     #[test]
+    fn redis_url_makes_a_cluster_member_and_needs_the_cql_store() {
+        assert!(
+            config(&[]).expect("defaults").redis.is_none(),
+            "one node by default"
+        );
+        let cql = ("ROOMCAST_SCYLLA_NODES", "10.0.0.5:9042");
+        let r = config(&[cql, ("REDIS_URL", "redis://:pw@10.0.0.9:6379/0")])
+            .expect("parse")
+            .redis
+            .expect("a cluster member");
+        assert_eq!(r.url, "redis://:pw@10.0.0.9:6379/0");
+        assert_eq!(r.node_id, None, "claims a free node id");
+        assert_eq!(r.lease_ttl, Duration::from_millis(DEFAULT_CLUSTER_LEASE_MS));
+        let r = config(&[
+            cql,
+            ("REDIS_URL", "redis://r:6379"),
+            ("ROOMCAST_NODE_ID", "7"),
+        ])
+        .expect("parse")
+        .redis
+        .expect("member");
+        assert_eq!(r.node_id, Some(7));
+        for bad in [
+            vec![("REDIS_URL", "redis://r:6379")],
+            vec![cql, ("REDIS_URL", "rediss://r:6379")],
+            vec![cql, ("REDIS_URL", "http://r:6379")],
+        ] {
+            assert_eq!(
+                config(&bad).err().map(|e| e.var),
+                Some("REDIS_URL"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            config(&[
+                cql,
+                ("REDIS_URL", "redis://r"),
+                ("ROOMCAST_CLUSTER_LEASE_MS", "0")
+            ])
+            .err()
+            .map(|e| e.var),
+            Some("ROOMCAST_CLUSTER_LEASE_MS")
+        );
+    }
+
+    #[test]
     fn the_cql_store_is_configured_by_roomcast_scylla_variables() {
         assert!(
             config(&[]).expect("defaults").cql.is_none(),
