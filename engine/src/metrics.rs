@@ -56,6 +56,7 @@ pub const CLUSTER_SLOTS_OWNED: &str = "roomcast_cluster_slots_owned";
 pub const CLUSTER_LEASE_ROUNDS: &str = "roomcast_cluster_lease_rounds_total";
 pub const CLUSTER_SLOT_MOVES: &str = "roomcast_cluster_slot_moves_total";
 pub const CLUSTER_FORWARDED: &str = "roomcast_cluster_forwarded_total";
+pub const RATE_LIMIT_FALLBACKS: &str = "roomcast_rate_limit_fallbacks_total";
 pub const PRESENCE_UPDATES: &str = "roomcast_presence_updates_total";
 pub const ROOM_POSITION_LOADS: &str = "roomcast_room_position_loads_total";
 
@@ -169,6 +170,10 @@ pub fn describe() {
     describe_counter!(
         CLUSTER_FORWARDED,
         "Publishes forwarded to the owning node (outcome=ok|error|timeout) and served for others (outcome=served)."
+    );
+    describe_counter!(
+        RATE_LIMIT_FALLBACKS,
+        "Message rate checks answered by this node's limiter because Redis did not answer (cluster mode)."
     );
     describe_counter!(
         PRESENCE_UPDATES,

@@ -61,6 +61,26 @@ pub(crate) enum Prepared {
 }
 
 impl Engine {
+    /// The sender's message allowance: cluster-wide in a cluster (one budget whichever
+    /// nodes the user's sockets are on), this node's limiter on one node or while Redis
+    /// does not answer (counted).
+    async fn check_message_rate(&self, user_id: &str) -> Result<(), u64> {
+        if let Some(c) = &self.inner.cluster {
+            let rate = &self.inner.cfg.rate;
+            match c
+                .cluster
+                .check_message_rate(user_id, rate.max_messages, rate.window)
+                .await
+            {
+                Some(r) => return r,
+                None => {
+                    metrics::counter!(m::RATE_LIMIT_FALLBACKS).increment(1);
+                }
+            }
+        }
+        self.inner.limits.check_message(user_id)
+    }
+
     /// Checks a message before it goes to a shard, the same for every entry point:
     /// the sender's rate limit, moderation (or, for encrypted content, only its size),
     /// and whether the store already holds this `clientMsgId` (a resend after a
@@ -79,7 +99,7 @@ impl Engine {
             moderated,
         } = checks;
         let with_ctx = |e: ClientError| e.in_room(room_id).for_client_msg(client_msg_id);
-        if rate_limited && let Err(wait_ms) = self.inner.limits.check_message(&user.user_id) {
+        if rate_limited && let Err(wait_ms) = self.check_message_rate(&user.user_id).await {
             metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
             tracing::debug!(user_id = %user.user_id, wait_ms, "message rate limit exceeded");
             return Err(with_ctx(

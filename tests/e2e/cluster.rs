@@ -29,6 +29,10 @@ const RETRYABLE: [&str; 4] = [
 
 impl Cluster {
     async fn start(name: &str, n: usize) -> Option<Cluster> {
+        Self::start_with(name, n, &[("RATE_LIMIT_MAX_MESSAGES", "100000")]).await
+    }
+
+    async fn start_with(name: &str, n: usize, extra: &[(&str, &str)]) -> Option<Cluster> {
         let node = node()?;
         let ks = keyspace(name);
         let env = cql_env(&node, &ks);
@@ -38,18 +42,13 @@ impl Cluster {
         let url = redis.url();
         let mut nodes = Vec::new();
         for _ in 0..n {
-            nodes.push(
-                server_on(
-                    &env,
-                    &[
-                        ("REDIS_URL", url.as_str()),
-                        ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
-                        ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
-                        ("RATE_LIMIT_MAX_MESSAGES", "100000"),
-                    ],
-                )
-                .await,
-            );
+            let mut vars = vec![
+                ("REDIS_URL", url.as_str()),
+                ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
+                ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
+            ];
+            vars.extend_from_slice(extra);
+            nodes.push(server_on(&env, &vars).await);
         }
         let c = Cluster {
             redis: Some(redis),
@@ -668,4 +667,43 @@ async fn sigterm_on_the_owner_hands_its_rooms_over_without_loss() {
     let refs: Vec<&Peer> = peers.iter().collect();
     check(&refs, &acked, &c.nodes[survivor], room).await;
     c.settled(2).await;
+}
+
+#[tokio::test]
+async fn a_user_with_sockets_on_three_nodes_has_one_message_budget() {
+    let Some(c) = Cluster::start_with("rate", 3, &[("RATE_LIMIT_MAX_MESSAGES", "6")]).await else {
+        return;
+    };
+    let mut socks = Vec::new();
+    for n in &c.nodes {
+        let mut ws = n.connect("spammer", "flood").await;
+        ws.next_of("room_joined").await;
+        socks.push(ws);
+    }
+    for (i, ws) in socks.iter_mut().enumerate() {
+        for k in 0..4 {
+            ws.publish("flood", "hi", &format!("s{i}-{k}")).await;
+        }
+    }
+    let (mut acked, mut limited) = (0, 0);
+    for ws in &mut socks {
+        for _ in 0..4 {
+            let v = ws.next_of_any(&["ack", "error"]).await;
+            match v["type"].as_str() {
+                Some("ack") => acked += 1,
+                _ => {
+                    assert_eq!(v["code"], "rate_limited", "{v}");
+                    assert!(v["retryAfterMs"].as_u64().is_some_and(|ms| ms > 0), "{v}");
+                    limited += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        (acked, limited),
+        (6, 6),
+        "6 per window across the cluster, not per node"
+    );
+    let stored = c.nodes[0].history("flood").await;
+    assert_eq!(stored.len(), 6);
 }
