@@ -261,8 +261,9 @@ impl Peer {
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: never got seqs {missing:?}",
-                self.name
+                "{}: never got seqs {missing:?}; got first {:?}",
+                self.name,
+                self.got.iter().take(12).map(|g| g.0).collect::<Vec<_>>()
             );
             self.step(room).await;
         }
@@ -706,4 +707,141 @@ async fn a_user_with_sockets_on_three_nodes_has_one_message_budget() {
     );
     let stored = c.nodes[0].history("flood").await;
     assert_eq!(stored.len(), 6);
+}
+
+/// A TCP proxy to Redis that the test can freeze: connections stay open but no byte
+/// moves either way (a stale subscription, a node cut off from Redis).
+struct FreezableProxy {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezableProxy {
+    async fn start(to: u16) -> FreezableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, watch.clone()));
+                tokio::spawn(pump(sr, cw, watch.clone()));
+            }
+        });
+        FreezableProxy { port, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        let _ = self.frozen.send(on);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
+    let Some(node) = node() else { return };
+    let env = cql_env(&node, &keyspace("cut"));
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate: {text}");
+    let redis = RedisServer::start();
+    let proxy = FreezableProxy::start(redis.port).await;
+    let direct = redis.url();
+    let via_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+    let mut nodes = Vec::new();
+    for url in [&direct, &direct, &via_proxy] {
+        let vars = [
+            ("REDIS_URL", url.as_str()),
+            ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
+            ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
+            ("RATE_LIMIT_MAX_MESSAGES", "100000"),
+        ];
+        nodes.push(server_on(&env, &vars).await);
+    }
+    let c = Cluster {
+        redis: Some(redis),
+        nodes,
+        ks: String::new(),
+    };
+    c.settled(3).await;
+    let room = "cut-room";
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("x{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 20).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    // Cut node 2 off: its connections to Redis stay open and go silent.
+    proxy.freeze(true);
+    // The others take its slots once its leases expire (it stops sequencing before).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let v = c.view(0, None).await;
+        if v["nodes"].as_array().map_or(0, Vec::len) == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut node never left the live set"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in &mut peers[..2] {
+        p.publish(room, 20, 20).await;
+    }
+    for p in &mut peers[..2] {
+        p.until_acked(room).await;
+    }
+    // The cut node's publisher gets retryable errors meanwhile; healed, everything it
+    // sent is acknowledged and its members get every message, gaps filled.
+    peers[2].publish(room, 20, 10).await;
+    proxy.freeze(false);
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    c.settled(3).await;
+    for p in &mut peers {
+        p.publish(room, 40, 5).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 60 + 40 + 10 + 15);
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[0], room).await;
 }

@@ -278,7 +278,14 @@ impl Shard {
             return;
         }
 
-        let id = self.ids.next(now_unix_ms());
+        // Ids grow with `seq` within a room even when the previous message was minted
+        // on another node (ownership moved): gap fills read by id, after the last one
+        // delivered. One millisecond past the previous id's is enough.
+        let after_previous = room
+            .position
+            .last_id
+            .map_or(0, |id| crate::ids::unix_ms_of(id) + 1);
+        let id = self.ids.next(now_unix_ms().max(after_previous));
         let seq = room.position.seq + 1;
         let msg = ChatMessage {
             message_id: id,
