@@ -43,6 +43,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for _ in 0..n {
             let mut vars = vec![
+                ("RUST_LOG", "info,roomcast_engine::shard=debug"),
                 ("REDIS_URL", url.as_str()),
                 ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
                 ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
@@ -453,7 +454,25 @@ async fn redis_killed_under_load_and_restarted_empty_loses_no_acknowledged_messa
     let acked = all_acked(&refs);
     assert_eq!(acked.len(), 240, "every message acknowledged in the end");
     for p in &mut peers {
-        p.until_received(room, &acked).await;
+        let done =
+            tokio::time::timeout(Duration::from_secs(30), p.until_received(room, &acked)).await;
+        if done.is_err() {
+            for (i, n) in c.nodes.iter().enumerate() {
+                let log: Vec<String> = n
+                    .log()
+                    .lines()
+                    .filter(|l| !l.contains("scylla"))
+                    .map(str::to_owned)
+                    .collect();
+                eprintln!("--- node {i}:\n{}", log.join("\n"));
+            }
+            let have: Vec<u64> = p.got.iter().map(|g| g.0).take(20).collect();
+            panic!(
+                "{}: missing some of {:?}; got {have:?}",
+                p.name,
+                acked.keys().take(20).collect::<Vec<_>>()
+            );
+        }
     }
     let refs: Vec<&Peer> = peers.iter().collect();
     check(&refs, &acked, &c.nodes[0], room).await;

@@ -130,6 +130,10 @@ struct Held {
 #[derive(Default)]
 struct State {
     live: Vec<u16>,
+    /// Whether the last round returned the same live set as the one before: a node
+    /// acquires only on a stable view (after Redis restarts empty, the first node back
+    /// sees itself alone for a round and would otherwise take every slot).
+    stable: bool,
     held: HashMap<u16, Held>,
     /// Sequencing is allowed until then (the last good round + ttl - margin).
     valid_until: Option<Instant>,
@@ -305,7 +309,8 @@ impl Cluster {
             drain: OnceLock::new(),
             stop: tokio::sync::watch::Sender::new(false),
         });
-        // Two rounds: the first learns who is live, the second acquires accordingly.
+        // The first round learns who is live, the next ones acquire once it is stable.
+        cluster.round().await;
         cluster.round().await;
         cluster.round().await;
         tokio::spawn(rounds(Arc::downgrade(&cluster), cluster.stop.subscribe()));
@@ -438,7 +443,7 @@ impl Cluster {
                     renew.push((*slot, h.token.clone()));
                 }
             }
-            let acquire: Vec<u16> = if stopping {
+            let acquire: Vec<u16> = if stopping || !st.stable {
                 Vec::new()
             } else {
                 (0..SLOTS)
@@ -497,6 +502,7 @@ impl Cluster {
         metrics::counter!(m::CLUSTER_LEASE_ROUNDS, "outcome" => "ok").increment(1);
         let mut live: Vec<u16> = live.iter().filter_map(|n| n.parse().ok()).collect();
         live.sort_unstable();
+        st.stable = st.live == live;
         st.live = live;
         for (slot, _) in &release {
             st.held.remove(slot);
