@@ -6,7 +6,6 @@ use parking_lot::Mutex;
 
 use super::{Presence, PresenceChange, UserStatus};
 use crate::clock::now_unix_ms;
-use crate::metrics as m;
 
 /// Changes queued for the presence task before new ones are dropped.
 const CHANGES_QUEUE: usize = 65_536;
@@ -37,16 +36,7 @@ impl Default for MemoryPresence {
 
 impl MemoryPresence {
     fn emit(&self, user_id: &str, online: bool, at_ms: u64) {
-        let change = if online { "online" } else { "offline" };
-        metrics::counter!(m::PRESENCE_UPDATES, "change" => change).increment(1);
-        let c = PresenceChange {
-            user_id: user_id.to_owned(),
-            online,
-            at_ms,
-        };
-        if self.tx.try_send(c).is_err() {
-            metrics::counter!(m::PRESENCE_UPDATES, "change" => "dropped").increment(1);
-        }
+        super::emit(&self.tx, user_id, online, at_ms);
     }
 }
 

@@ -21,6 +21,22 @@ mod redis;
 pub use memory::MemoryPresence;
 pub use redis::{PresenceTiming, RedisPresence};
 
+/// Sends one transition to the engine's presence task, counted; a full queue drops it
+/// (counted) rather than wait. Shared by every implementation.
+pub(crate) fn emit(tx: &flume::Sender<PresenceChange>, user_id: &str, online: bool, at_ms: u64) {
+    use crate::metrics as m;
+    let change = if online { "online" } else { "offline" };
+    metrics::counter!(m::PRESENCE_UPDATES, "change" => change).increment(1);
+    let c = PresenceChange {
+        user_id: user_id.to_owned(),
+        online,
+        at_ms,
+    };
+    if tx.try_send(c).is_err() {
+        metrics::counter!(m::PRESENCE_UPDATES, "change" => "dropped").increment(1);
+    }
+}
+
 /// A user's status as presence knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UserStatus {

@@ -25,7 +25,6 @@ use parking_lot::Mutex;
 use super::{Presence, PresenceChange, UserStatus};
 use crate::clock::now_unix_ms;
 use crate::cluster::{Cluster, owner_among, slot_of};
-use crate::metrics as m;
 
 const CHANGES_QUEUE: usize = 65_536;
 const LAST_SEEN_KEEP: usize = 100_000;
@@ -114,16 +113,7 @@ impl RedisPresence {
     }
 
     fn emit(&self, user_id: &str, online: bool, at_ms: u64) {
-        let change = if online { "online" } else { "offline" };
-        metrics::counter!(m::PRESENCE_UPDATES, "change" => change).increment(1);
-        let c = PresenceChange {
-            user_id: user_id.to_owned(),
-            online,
-            at_ms,
-        };
-        if self.tx.try_send(c).is_err() {
-            metrics::counter!(m::PRESENCE_UPDATES, "change" => "dropped").increment(1);
-        }
+        super::emit(&self.tx, user_id, online, at_ms);
     }
 
     /// Whether this node announces `user_id`'s transitions.
