@@ -221,6 +221,9 @@ impl Engine {
             forwarder,
             node_rx,
         ));
+        tokio::spawn(crate::cluster::upkeep::upkeep(Arc::downgrade(
+            &engine.inner,
+        )));
         let writer = engine.inner.writer.clone();
         cluster.set_drain(Arc::new(move || {
             let (writer, bus) = (writer.clone(), bus.clone());
@@ -384,6 +387,23 @@ impl Engine {
 
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+
+    /// Takes one typing signal from `user_id`'s allowance: one budget for all of the
+    /// user's connections and REST calls, cluster-wide in a cluster (this node's
+    /// limiter on one node or while Redis does not answer, counted).
+    pub async fn allow_typing(&self, user_id: &str) -> bool {
+        if let Some(c) = &self.inner.cluster {
+            match c
+                .cluster
+                .check_typing(user_id, self.inner.cfg.rate.typing_per_sec)
+                .await
+            {
+                Some(allowed) => return allowed,
+                None => metrics::counter!(m::RATE_LIMIT_FALLBACKS).increment(1),
+            }
+        }
+        self.inner.limits.allow_typing(user_id)
     }
 
     /// The chat store (conversations, members, reactions).

@@ -1,5 +1,5 @@
 //! Rate limits (governor, GCRA): messages per user (shared by all of a user's
-//! connections), connection attempts per client IP, and typing signals per connection.
+//! connections), connection attempts per client IP, and typing signals per user.
 //!
 //! Keyed limiters never forget a key by themselves, so [`RateLimits::prune`] runs on a
 //! timer (the server calls it every minute) to keep memory bounded by the number of
@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// The configured limits.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ pub struct RateLimitConfig {
     pub max_messages: u32,
     /// `ROOMCAST_CONNECT_RATE_PER_IP`: connection attempts per second per IP (also the burst).
     pub connects_per_ip_per_sec: u32,
-    /// `ROOMCAST_TYPING_RATE_PER_SEC`: typing signals per second per connection.
+    /// `ROOMCAST_TYPING_RATE_PER_SEC`: typing signals per second per user.
     pub typing_per_sec: u32,
 }
 
@@ -56,9 +56,8 @@ fn quota(max: u32, window: Duration) -> Quota {
 pub struct RateLimits {
     messages: DefaultKeyedRateLimiter<String>,
     connects: DefaultKeyedRateLimiter<IpAddr>,
-    /// Typing signals sent over REST, per user (a socket's have a limiter each).
+    /// Typing signals per user, over the socket and REST alike.
     typing: DefaultKeyedRateLimiter<String>,
-    typing_quota: Quota,
     clock: DefaultClock,
 }
 
@@ -77,7 +76,6 @@ impl RateLimits {
                 Duration::from_secs(1),
             )),
             typing: RateLimiter::keyed(Quota::per_second(nz(cfg.typing_per_sec))),
-            typing_quota: Quota::per_second(nz(cfg.typing_per_sec)),
             clock: DefaultClock::default(),
         }
     }
@@ -106,14 +104,10 @@ impl RateLimits {
         })
     }
 
-    /// Takes one REST typing signal from `user_id`'s allowance; false when over it.
+    /// Takes one typing signal from `user_id`'s allowance (all of the user's
+    /// connections and REST share it); false when over it.
     pub fn allow_typing(&self, user_id: &str) -> bool {
         self.typing.check_key(&user_id.to_owned()).is_ok()
-    }
-
-    /// A limiter for one connection's typing signals.
-    pub fn typing_limiter(&self) -> DefaultDirectRateLimiter {
-        RateLimiter::direct(self.typing_quota)
     }
 
     /// Forgets keys whose allowance is full again (so they behave as new) and returns

@@ -10,10 +10,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use governor::DefaultDirectRateLimiter;
-
 use crate::chat::{Conversation, is_conversation};
 use crate::clock::now_unix_ms;
+use crate::cluster::ConnCheck;
 use crate::engine::{Engine, shutting_down};
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::{ConnId, MessageId};
@@ -34,7 +33,9 @@ pub struct Session {
     rooms: HashSet<String>,
     /// The room `message`/`typing` frames without `roomId` go to: the first joined.
     default_room: Option<String>,
-    typing: DefaultDirectRateLimiter,
+    /// Counted in the cluster-wide connection count (uncounted when Redis did not
+    /// answer at open), so the close takes it away again.
+    counted: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -49,27 +50,42 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Opens a session for an authenticated user on this node: registers its outbox
     /// with the node's sessions, and tells presence when it is the user's first here.
-    /// Fails when the user already holds the maximum number of connections.
-    pub fn open(engine: &Engine, user: UserInfo) -> Result<Session, ClientError> {
+    /// Fails when the user already holds the maximum number of connections: on this
+    /// node, and in a cluster across all nodes (one Redis call; while Redis does not
+    /// answer, only this node's count applies).
+    pub async fn open(engine: &Engine, user: UserInfo) -> Result<Session, ClientError> {
         let inner = &engine.inner;
         let max = inner.cfg.max_connections_per_user;
+        let too_many = || {
+            ClientError::new(
+                ErrorCode::TooManyConnections,
+                format!("a user may hold at most {max} connections"),
+            )
+        };
         let id = engine.next_conn_id();
         let outbox = Arc::new(Outbox::new(inner.cfg.outbox_max_bytes));
-        match inner.sessions.open(&user.user_id, max, id, outbox.clone()) {
-            Err(_) => {
-                return Err(ClientError::new(
-                    ErrorCode::TooManyConnections,
-                    format!("a user may hold at most {max} connections"),
-                ));
+        let first = inner
+            .sessions
+            .open(&user.user_id, max, id, outbox.clone())
+            .map_err(|_| too_many())?;
+        let mut counted = false;
+        if let Some(c) = &inner.cluster {
+            match c.cluster.open_connection(&user.user_id, max).await {
+                ConnCheck::Admitted(_) => counted = true,
+                ConnCheck::AtLimit => {
+                    inner.sessions.close(&user.user_id, id);
+                    return Err(too_many());
+                }
+                ConnCheck::Unknown => {
+                    metrics::counter!(m::RATE_LIMIT_FALLBACKS).increment(1);
+                }
             }
-            Ok(true) => {
-                inner.bus.subscribe_user(&user.user_id);
-                inner.presence.node_user_connected(&user.user_id);
-            }
-            Ok(false) => {}
+        }
+        if first {
+            inner.bus.subscribe_user(&user.user_id);
+            inner.presence.node_user_connected(&user.user_id);
         }
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        let typing = engine.limits().typing_limiter();
         Ok(Self {
             engine: engine.clone(),
             id,
@@ -77,7 +93,7 @@ impl Session {
             outbox,
             rooms: HashSet::new(),
             default_room: None,
-            typing,
+            counted,
         })
     }
 
@@ -363,7 +379,7 @@ impl Session {
         is_typing: bool,
     ) -> Result<(), ClientError> {
         let room_id = self.target_room(room_id)?;
-        if self.typing.check().is_err() {
+        if !self.engine.allow_typing(&self.user.user_id).await {
             metrics::counter!(m::TYPING_DROPPED).increment(1);
             return Ok(());
         }
@@ -410,6 +426,13 @@ impl Drop for Session {
         if inner.sessions.close(&self.user.user_id, self.id) {
             inner.bus.unsubscribe_user(&self.user.user_id);
             inner.presence.node_user_disconnected(&self.user.user_id);
+        }
+        if self.counted
+            && let Some(c) = &inner.cluster
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (cluster, user) = (c.cluster.clone(), self.user.user_id.clone());
+            rt.spawn(async move { cluster.close_connection(&user).await });
         }
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }

@@ -43,9 +43,11 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(node: &Node, id: &str) -> Conn {
+    async fn open(node: &Node, id: &str) -> Conn {
         Conn {
-            session: Session::open(&node.engine, user(id)).expect("open session"),
+            session: Session::open(&node.engine, user(id))
+                .await
+                .expect("open session"),
             seen: VecDeque::new(),
         }
     }
@@ -163,8 +165,8 @@ fn types(frames: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn messages_reach_every_member_through_the_local_bus_in_seq_order() {
     let n = node(EngineConfig::default());
-    let mut alice = Conn::open(&n, "alice");
-    let mut bob = Conn::open(&n, "bob");
+    let mut alice = Conn::open(&n, "alice").await;
+    let mut bob = Conn::open(&n, "bob").await;
     alice.join("r", None).await;
     bob.join("r", None).await;
     for i in 0..20 {
@@ -193,8 +195,8 @@ async fn a_resend_is_acked_as_the_original_and_never_delivered_twice() {
         dedupe_window: 2,
         ..EngineConfig::default()
     });
-    let mut alice = Conn::open(&n, "alice");
-    let mut bob = Conn::open(&n, "bob");
+    let mut alice = Conn::open(&n, "alice").await;
+    let mut bob = Conn::open(&n, "bob").await;
     alice.join("r", None).await;
     bob.join("r", None).await;
     alice.publish("r", "one", "c1").await;
@@ -232,7 +234,7 @@ async fn a_resend_is_acked_as_the_original_and_never_delivered_twice() {
 #[tokio::test]
 async fn recovery_replays_the_gap_then_releases_the_frames_it_held() {
     let n = node(EngineConfig::default());
-    let mut alice = Conn::open(&n, "alice");
+    let mut alice = Conn::open(&n, "alice").await;
     alice.join("r", None).await;
     for i in 1..=5 {
         alice.publish("r", &format!("m{i}"), &format!("c{i}")).await;
@@ -248,7 +250,7 @@ async fn recovery_replays_the_gap_then_releases_the_frames_it_held() {
 
     // Bob joins with `since` = message 2; message 6 is published while his replay is
     // being read, so the shard holds it until the replay is written.
-    let mut bob = Conn::open(&n, "bob");
+    let mut bob = Conn::open(&n, "bob").await;
     let joined = bob.join("r", Some(&since)).await;
     assert_eq!(joined["lastSeq"], 5, "{joined}");
     alice.publish("r", "m6", "c6").await;
@@ -304,9 +306,9 @@ async fn conversation_messages_reach_the_audience_once_joined_or_not() {
         .create_conversation(conv)
         .await
         .expect("create");
-    let mut alice = Conn::open(&n, "alice");
-    let mut bob = Conn::open(&n, "bob");
-    let mut carol = Conn::open(&n, "carol");
+    let mut alice = Conn::open(&n, "alice").await;
+    let mut bob = Conn::open(&n, "bob").await;
+    let mut carol = Conn::open(&n, "carol").await;
     alice.join(&id, None).await;
     // Bob has not joined: he hears it as the conversation's audience.
     alice.publish(&id, "before bob joins", "a1").await;

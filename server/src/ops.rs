@@ -1,4 +1,5 @@
-//! Operations routes: health (`/healthz`), readiness (`/readyz`, false while draining)
+//! Operations routes: health (`/healthz`), readiness (`/readyz`, false while draining
+//! and, in a cluster, while cut off from Redis)
 //! and Prometheus metrics (`/metrics`).
 
 use axum::Json;
@@ -15,12 +16,20 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Accepting connections", body = serde_json::Value), (status = 503, description = "Draining for shutdown", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Accepting connections", body = serde_json::Value), (status = 503, description = "Draining for shutdown, or (in a cluster) cut off from Redis", body = serde_json::Value)))]
 pub(crate) async fn readyz(State(app): State<AppState>) -> Response {
     if app.shutdown.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else if app.engine.cluster().is_some_and(|c| !c.in_contact()) {
+        // Cut off from Redis: this node fenced itself and hears no other node, so a
+        // load balancer should send clients elsewhere until it is back.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "cut_off"})),
         )
             .into_response()
     } else {

@@ -728,6 +728,71 @@ async fn a_user_with_sockets_on_three_nodes_has_one_message_budget() {
     assert_eq!(stored.len(), 6);
 }
 
+#[tokio::test]
+async fn connection_and_typing_limits_hold_across_nodes() {
+    let Some(c) = Cluster::start_with(
+        "conns",
+        3,
+        &[
+            ("ROOMCAST_MAX_CONNECTIONS_PER_USER", "2"),
+            ("ROOMCAST_TYPING_RATE_PER_SEC", "3"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    // Two sockets on two nodes use up the user's two; the third node refuses a third.
+    let token = c.nodes[0].token("typist");
+    let mut a = c.nodes[0].connect("typist", "tr").await;
+    a.next_of("room_joined").await;
+    let mut b = c.nodes[1].connect("typist", "tr").await;
+    b.next_of("room_joined").await;
+    match c.nodes[2].ws(&format!("/ws?token={token}&roomId=tr")).await {
+        Ok(_) => panic!("a third connection across the cluster was accepted"),
+        Err((status, body)) => {
+            assert_eq!(status, 429, "{body}");
+            assert!(body.contains("too_many_connections"), "{body}");
+        }
+    }
+    // A close gives the slot back, on whichever node the next one opens.
+    drop(b);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut b = loop {
+        match c.nodes[2].ws(&format!("/ws?token={token}&roomId=tr")).await {
+            Ok(ws) => break ws,
+            Err((429, _)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the freed slot was not given back: {e:?}"),
+        }
+    };
+    b.next_of("room_joined").await;
+
+    // One typing budget (3 per second) for the user's sockets on two nodes.
+    let mut watcher = c.nodes[1].connect("watcher", "tr").await;
+    watcher.next_of("room_joined").await;
+    for ws in [&mut a, &mut b] {
+        for _ in 0..4 {
+            ws.send_json(serde_json::json!({"type": "typing", "roomId": "tr", "isTyping": true}))
+                .await;
+        }
+    }
+    let mut typed = 0;
+    while let Some(ev) = watcher.next_within(Duration::from_millis(1500)).await {
+        if let Event::Json(v) = ev
+            && v["type"] == "typing_indicator"
+        {
+            assert_eq!(v["userId"], "typist", "{v}");
+            typed += 1;
+        }
+    }
+    assert_eq!(
+        typed, 3,
+        "3 typing signals per second across the cluster, not per socket"
+    );
+}
+
 /// A TCP proxy to Redis that the test can freeze: connections stay open but no byte
 /// moves either way (a stale subscription, a node cut off from Redis).
 struct FreezableProxy {
@@ -835,6 +900,20 @@ async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Fenced, the cut node reports unready so a load balancer sends clients elsewhere.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = c.nodes[2].get("/readyz", None).await;
+        if status == 503 {
+            assert!(body.contains("cut_off"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut node stayed ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for p in &mut peers[..2] {
         p.publish(room, 20, 20).await;
     }
@@ -849,6 +928,10 @@ async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
         p.until_acked(room).await;
     }
     c.settled(3).await;
+    assert_eq!(
+        c.nodes[2].get_json("/readyz", None).await["status"],
+        "ready"
+    );
     for p in &mut peers {
         p.publish(room, 40, 5).await;
     }

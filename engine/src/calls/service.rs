@@ -4,10 +4,11 @@
 //! map errors; the state machine is `calls::apply`, kept by the `CallStore`.
 //!
 //! Ring timers are tasks, one per ringing call, that end at the ring deadline or when
-//! the service is stopped at shutdown. On several nodes, only the node that started a
-//! call holds its timer; `resume` at start-up re-arms every ringing call, and the
-//! compare-and-set transition makes a second timer for the same call harmless (one
-//! `Miss` wins, the other sees a conflict).
+//! the service is stopped at shutdown. In a cluster, the node that started a call
+//! holds its timer, and the owner of the call's conversation sweeps for calls overdue
+//! by a second (a dead node's timers); `resume` at start-up re-arms every ringing call.
+//! The compare-and-set transition makes a second timer for the same call harmless (one
+//! `Miss` wins, the other sees a conflict), so the timeout fires once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,9 +309,7 @@ impl CallService<'_> {
     /// Rings for the configured timeout from the call's start, then marks it missed
     /// unless it was answered or ended meanwhile.
     fn schedule_ring_timeout(&self, call: &Call) {
-        let timeout = self.engine.config().call_ring_timeout;
-        let deadline = call.created_at_ms + timeout.as_millis() as u64;
-        let wait = Duration::from_millis(deadline.saturating_sub(now_unix_ms()));
+        let wait = Duration::from_millis(self.deadline_of(call).saturating_sub(now_unix_ms()));
         let (engine, id) = (self.engine.clone(), call.id.clone());
         let mut stop = self.engine.inner.timers_stop.subscribe();
         tokio::spawn(async move {
@@ -318,14 +317,48 @@ impl CallService<'_> {
                 _ = stop.wait_for(|stopped| *stopped) => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            let t = Transition::Miss {
-                at_ms: now_unix_ms(),
-            };
-            match engine.stores().calls.transition(&id, t).await {
-                Ok(Ok(call)) => engine.calls().finished(&call).await,
-                Ok(Err(_)) => {} // answered or ended in time
-                Err(e) => tracing::warn!(call_id = %id, error = %e, "ring timeout not applied"),
-            }
+            engine.calls().miss(&id).await;
         });
+    }
+
+    fn deadline_of(&self, call: &Call) -> u64 {
+        let timeout = self.engine.config().call_ring_timeout;
+        call.created_at_ms + timeout.as_millis() as u64
+    }
+
+    /// Marks a ringing call missed (a compare-and-set in the store: when several timers
+    /// race, one wins and the others see it answered or ended) and, for the winner,
+    /// tells both parties and posts the summary.
+    async fn miss(&self, id: &str) {
+        let t = Transition::Miss {
+            at_ms: now_unix_ms(),
+        };
+        match self.engine.stores().calls.transition(id, t).await {
+            Ok(Ok(call)) => self.finished(&call).await,
+            Ok(Err(_)) => {} // answered or ended in time
+            Err(e) => tracing::warn!(call_id = %id, error = %e, "ring timeout not applied"),
+        }
+    }
+
+    /// In a cluster: misses the ringing calls overdue by more than `grace` whose
+    /// conversation this node sequences. The node that started a call holds its timer;
+    /// this sweep fires the timers of nodes that died (the conversation's new owner
+    /// runs it), so a ring timeout fires once in the cluster whichever node is lost.
+    pub(crate) async fn sweep_overdue(&self, grace: Duration, owns: impl Fn(&str) -> bool) {
+        let calls = match self.engine.stores().calls.ringing_calls().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "ring sweep: cannot read ringing calls");
+                return;
+            }
+        };
+        let now = now_unix_ms();
+        let grace = grace.as_millis() as u64;
+        for call in calls {
+            if self.deadline_of(&call) + grace < now && owns(&call.conversation_id) {
+                tracing::info!(call_id = %call.id, "ring timeout fired by the sweep");
+                self.miss(&call.id).await;
+            }
+        }
     }
 }

@@ -39,8 +39,11 @@ use crate::ids::room_hash;
 use crate::metrics as m;
 
 pub(crate) mod forward;
+mod limits;
+pub(crate) mod upkeep;
 
 pub use forward::NodeMsg;
+pub use limits::ConnCheck;
 
 /// Room slots: enough that ownership moves in small steps, few enough that one round
 /// renews a node's share in one script.
@@ -151,6 +154,9 @@ pub struct Cluster {
     generation: AtomicU64,
     drain: OnceLock<DrainHook>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Users whose connection close Redis did not take (see `limits`). A mutex: touched
+    /// only on a failed close and by the resync pass, never on a hot path.
+    conn_resync: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -216,52 +222,7 @@ if redis.call('GET', 'rc:nodeid:' .. me) == instance then redis.call('DEL', 'rc:
 return 1
 "#;
 
-/// The cluster-wide message rate limit: a sliding log per user (`rc:rate:{user}`, a
-/// ZSET of send times from Redis `TIME`): at most `max` messages in any `window`,
-/// whichever nodes they were sent on. Returns 0 (taken) or how many ms until one
-/// frees up.
-const RATE: &str = r#"
-local key, max, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-if redis.call('ZCARD', key) >= max then
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  return math.max(1, tonumber(oldest[2]) + window - now)
-end
-redis.call('ZADD', key, now, now .. ':' .. ARGV[3])
-redis.call('PEXPIRE', key, window)
-return 0
-"#;
-
 impl Cluster {
-    /// Takes one message from `user_id`'s cluster-wide allowance (`max` per `window`,
-    /// as a sliding window); `Err(ms)` says how long to wait. `None` when Redis did not
-    /// answer in time: the caller falls back to its node-local limiter.
-    pub async fn check_message_rate(
-        &self,
-        user_id: &str,
-        max: u32,
-        window: Duration,
-    ) -> Option<Result<(), u64>> {
-        let script = redis::Script::new(RATE);
-        let mut inv = script.prepare_invoke();
-        inv.key(format!("rc:rate:{user_id}"))
-            .arg(max)
-            .arg(window.as_millis() as u64)
-            .arg(crate::bus::redis::rand_u64());
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<u64>(&mut conn)).await {
-            Ok(Ok(0)) => Some(Ok(())),
-            Ok(Ok(wait)) => Some(Err(wait)),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cluster rate limit unavailable");
-                None
-            }
-            Err(_) => None,
-        }
-    }
-
     /// Connects, claims a node id and runs the first round (so the node knows the live
     /// set and holds its first leases when it starts serving).
     pub async fn join(url: &str, cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
@@ -308,6 +269,7 @@ impl Cluster {
             generation: AtomicU64::new(0),
             drain: OnceLock::new(),
             stop: tokio::sync::watch::Sender::new(false),
+            conn_resync: Default::default(),
         });
         // The first round learns who is live, the next ones acquire once it is stable.
         cluster.round().await;
@@ -364,6 +326,15 @@ impl Cluster {
             every: self.cfg.ttl / 3,
             ttl: self.cfg.ttl,
         }
+    }
+
+    /// Whether this node is in contact with Redis: its last good round is recent
+    /// enough that it may sequence (`false` once it fenced itself, and after it left).
+    pub fn in_contact(&self) -> bool {
+        self.state
+            .read()
+            .valid_until
+            .is_some_and(|v| Instant::now() < v)
     }
 
     /// The live nodes as of the last round (this one included).

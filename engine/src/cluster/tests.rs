@@ -80,9 +80,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(engine: &Engine, id: &str) -> Conn {
+    async fn open(engine: &Engine, id: &str) -> Conn {
         Conn {
-            session: Session::open(engine, user(id)).expect("open session"),
+            session: Session::open(engine, user(id)).await.expect("open session"),
             frames: Vec::new(),
         }
     }
@@ -221,11 +221,10 @@ async fn publishers_on_every_node_reach_every_member_once_in_one_order() {
         .collect();
     assert_eq!(ids.len(), 3, "each node claimed its own node id");
 
-    let mut conns: Vec<Conn> = [&a, &b, &c]
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Conn::open(e, &format!("u{i}")))
-        .collect();
+    let mut conns: Vec<Conn> = Vec::new();
+    for (i, e) in [&a, &b, &c].iter().enumerate() {
+        conns.push(Conn::open(e, &format!("u{i}")).await);
+    }
     for conn in &mut conns {
         conn.join("r").await;
     }
@@ -284,8 +283,8 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
     // while Redis is away; the member on the other node must still get every one.
     let owner_is_a = a.cluster().is_some_and(|c| c.lease_of("r").is_some());
     let (owner, other) = if owner_is_a { (&a, &b) } else { (&b, &a) };
-    let mut publisher = Conn::open(owner, "pub");
-    let mut member = Conn::open(other, "mem");
+    let mut publisher = Conn::open(owner, "pub").await;
+    let mut member = Conn::open(other, "mem").await;
     publisher.join("r").await;
     member.join("r").await;
     let frames = |from: usize, n: usize| -> Vec<Value> {

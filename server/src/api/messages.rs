@@ -366,7 +366,7 @@ pub(crate) async fn typing(
     }
     let (conv, _) = super::member_of(&app, &body.conversation_id, caller.id()).await?;
     conv.check_send(roomcast_engine::clock::now_unix_ms(), false)?;
-    let sent = app.engine.limits().allow_typing(caller.id());
+    let sent = app.engine.allow_typing(caller.id()).await;
     if sent {
         let user = caller.0.user();
         let frame = encode_typing(&user.user_id, &user.username, &conv.id, is_typing);

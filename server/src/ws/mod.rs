@@ -124,8 +124,9 @@ async fn admit(
         return Err(ApiError::UpgradeRequired);
     }
     let token_expires_at = principal.expires_at();
-    let session =
-        roomcast_engine::Session::open(&app.engine, principal.into_user()).map_err(|e| {
+    let session = roomcast_engine::Session::open(&app.engine, principal.into_user())
+        .await
+        .map_err(|e| {
             reject("too_many_connections");
             ApiError::from(e)
         })?;
