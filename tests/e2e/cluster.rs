@@ -793,6 +793,59 @@ async fn connection_and_typing_limits_hold_across_nodes() {
     );
 }
 
+#[tokio::test]
+async fn call_events_reach_parties_on_other_nodes_and_a_dead_nodes_ring_timeout_fires_once() {
+    let Some(mut c) =
+        Cluster::start_with("calls", 3, &[("ROOMCAST_CALL_RING_TIMEOUT_MS", "3000")]).await
+    else {
+        return;
+    };
+    let conv = c.nodes[1].conversation("ann", &["bob"]).await;
+    let mut ann = c.nodes[2].socket("ann").await;
+    let mut bob = c.nodes[1].socket("bob").await;
+    // Node 0 starts the call (and holds its ring timer), the parties are elsewhere.
+    let r = c.nodes[0]
+        .call(
+            "POST",
+            "/calls",
+            Some("ann"),
+            Some(serde_json::json!({"partnerId": "bob"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let call_id = r.json()["id"].clone();
+    for ws in [&mut ann, &mut bob] {
+        assert_eq!(ws.next_of("call_incoming").await["call"]["id"], call_id);
+    }
+    // The node holding the timer dies before the ring times out.
+    c.nodes[0].kill9().await;
+    for ws in [&mut ann, &mut bob] {
+        let ev = ws.next_of("call_ended").await;
+        assert_eq!(
+            (ev["call"]["id"].clone(), ev["call"]["state"].clone()),
+            (call_id.clone(), serde_json::json!("missed"))
+        );
+    }
+    // Once: no second `call_ended` over two more sweeps, and one summary message.
+    let mut ended_again = 0;
+    while let Some(ev) = bob.next_within(Duration::from_millis(4500)).await {
+        if let Event::Json(v) = ev
+            && v["type"] == "call_ended"
+        {
+            ended_again += 1;
+        }
+    }
+    assert_eq!(ended_again, 0, "the ring timeout fired more than once");
+    let page = c.nodes[2].conversation_history("ann", &conv).await;
+    let missed = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["content"] == "Missed audio call")
+        .count();
+    assert_eq!(missed, 1, "{page}");
+}
+
 /// A TCP proxy to Redis that the test can freeze: connections stay open but no byte
 /// moves either way (a stale subscription, a node cut off from Redis).
 struct FreezableProxy {
