@@ -45,6 +45,7 @@ pub const BUS_RECEIVED: &str = "roomcast_bus_received_total";
 pub const BUS_UNDECODABLE: &str = "roomcast_bus_undecodable_total";
 pub const BUS_REDIS_COMMANDS: &str = "roomcast_bus_redis_commands_total";
 pub const BUS_REDIS_CONNECTED: &str = "roomcast_bus_redis_connected";
+pub const BUS_REDIS_RECONNECTS: &str = "roomcast_bus_redis_reconnects_total";
 pub const BUS_DUPLICATES: &str = "roomcast_bus_duplicates_total";
 pub const BUS_GAPS: &str = "roomcast_bus_gaps_total";
 pub const BUS_GAP_FILLED: &str = "roomcast_bus_gap_filled_messages_total";
@@ -126,6 +127,10 @@ pub fn describe() {
     describe_gauge!(
         BUS_REDIS_CONNECTED,
         "1 while the bus subscriber is connected with every channel subscribed."
+    );
+    describe_counter!(
+        BUS_REDIS_RECONNECTS,
+        "Times the bus subscriber lost its connection and reconnected (reason: closed, ping unanswered, ...)."
     );
     describe_counter!(
         BUS_DUPLICATES,

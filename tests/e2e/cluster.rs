@@ -5,6 +5,8 @@
 //! `seq` order, and is in history.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use roomcast_engine::testkit::RedisServer;
@@ -847,9 +849,17 @@ async fn call_events_reach_parties_on_other_nodes_and_a_dead_nodes_ring_timeout_
 }
 
 /// A TCP proxy to Redis that the test can freeze: connections stay open but no byte
-/// moves either way (a stale subscription, a node cut off from Redis).
+/// moves either way (a node cut off from Redis), or only the subscriber connections
+/// open at that moment go silent (a stale subscription; a new one works).
 struct FreezableProxy {
     port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+    conns: Arc<Mutex<Vec<Arc<ProxiedConn>>>>,
+}
+
+/// One proxied connection: whether it subscribed, and its own freeze.
+struct ProxiedConn {
+    subscriber: AtomicBool,
     frozen: tokio::sync::watch::Sender<bool>,
 }
 
@@ -860,45 +870,159 @@ impl FreezableProxy {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (frozen, watch) = tokio::sync::watch::channel(false);
+        let conns: Arc<Mutex<Vec<Arc<ProxiedConn>>>> = Arc::default();
+        let list = conns.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
                     continue;
                 };
+                let conn = Arc::new(ProxiedConn {
+                    subscriber: AtomicBool::new(false),
+                    frozen: tokio::sync::watch::Sender::new(false),
+                });
+                list.lock().expect("conns").push(conn.clone());
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, watch.clone()));
-                tokio::spawn(pump(sr, cw, watch.clone()));
+                tokio::spawn(pump(cr, sw, watch.clone(), conn.clone(), true));
+                tokio::spawn(pump(sr, cw, watch.clone(), conn, false));
             }
         });
-        FreezableProxy { port, frozen }
+        FreezableProxy {
+            port,
+            frozen,
+            conns,
+        }
     }
 
     fn freeze(&self, on: bool) {
         let _ = self.frozen.send(on);
     }
+
+    /// Silences the subscriber connections open now; returns how many.
+    fn freeze_subscribers(&self) -> usize {
+        let conns = self.conns.lock().expect("conns");
+        let mut n = 0;
+        for c in conns
+            .iter()
+            .filter(|c| c.subscriber.load(Ordering::Relaxed))
+        {
+            let _ = c.frozen.send(true);
+            n += 1;
+        }
+        n
+    }
 }
 
-/// Copies `from` to `to`, holding each chunk while frozen.
+/// Copies `from` to `to`, holding each chunk while frozen (all, or this connection).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut frozen: tokio::sync::watch::Receiver<bool>,
+    conn: Arc<ProxiedConn>,
+    from_client: bool,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut own = conn.frozen.subscribe();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if frozen.wait_for(|f| !*f).await.is_err() {
-            return;
+        if from_client
+            && buf[..n]
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+        {
+            conn.subscriber.store(true, Ordering::Relaxed);
+        }
+        loop {
+            if !*frozen.borrow_and_update() && !*own.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = frozen.changed() => if r.is_err() { return },
+                r = own.changed() => if r.is_err() { return },
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
+}
+
+#[tokio::test]
+async fn a_stale_subscription_is_found_by_its_probe_and_nothing_is_missed() {
+    let Some(node) = node() else { return };
+    let env = cql_env(&node, &keyspace("stale"));
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate: {text}");
+    let redis = RedisServer::start();
+    let proxy = FreezableProxy::start(redis.port).await;
+    let direct = redis.url();
+    let via_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+    let mut nodes = Vec::new();
+    for url in [&direct, &direct, &via_proxy] {
+        let vars = [
+            ("REDIS_URL", url.as_str()),
+            ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
+            ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
+            ("RATE_LIMIT_MAX_MESSAGES", "100000"),
+        ];
+        nodes.push(server_on(&env, &vars).await);
+    }
+    let c = Cluster {
+        redis: Some(redis),
+        nodes,
+        ks: String::new(),
+    };
+    c.settled(3).await;
+    let room = "stale-room";
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("s{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 10).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let reconnects = "roomcast_bus_redis_reconnects_total";
+    assert_eq!(c.nodes[2].metric(reconnects, "").await, 0.0);
+    // Node 2's subscription goes silent with its TCP connection open; its commands
+    // still work, so it stays in the cluster and hears nothing.
+    assert_eq!(
+        proxy.freeze_subscribers(),
+        1,
+        "node 2 has one subscriber connection"
+    );
+    for p in &mut peers[..2] {
+        p.publish(room, 10, 20).await;
+    }
+    for p in &mut peers[..2] {
+        p.until_acked(room).await;
+    }
+    // The subscriber's PING goes unanswered: it reconnects (a new connection, not
+    // frozen), resubscribes and checks positions; the members on node 2 get the gap.
+    c.nodes[2]
+        .wait_metric(reconnects, "ping unanswered", 1.0)
+        .await;
+    for p in &mut peers {
+        p.publish(room, 30, 5).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 30 + 40 + 15);
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[0], room).await;
 }
 
 #[tokio::test]

@@ -740,6 +740,7 @@ async fn subscriber(sub: Subscriber) {
             }
         };
         checks.abort();
+        metrics::counter!(m::BUS_REDIS_RECONNECTS, "reason" => reason).increment(1);
         tracing::warn!(
             reason,
             "redis bus: subscriber connection lost; reconnecting"
