@@ -1025,6 +1025,100 @@ async fn a_stale_subscription_is_found_by_its_probe_and_nothing_is_missed() {
     check(&refs, &acked, &c.nodes[0], room).await;
 }
 
+/// `redis-cli -p PORT args...` (redis-tools comes with Debian's redis-server).
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli (installed with redis-server) runs");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+// Known failure, under investigation (issue 11): passed alone, but in a run of the whole
+// cluster module a member missed acknowledged seqs after Redis closed its node's
+// subscriber. Run it with `--ignored` until the gap fill after such a close is fixed.
+#[ignore = "known failure under load: a member misses seqs after Redis closes a slow subscriber (issue 11)"]
+#[tokio::test]
+async fn redis_closing_slow_subscribers_loses_no_acknowledged_message() {
+    let Some(c) = Cluster::start("slowsub", 3).await else {
+        return;
+    };
+    let port = c.redis.as_ref().expect("redis").port;
+    let room = "slow-sub";
+    let mut peers = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("b{i}"), room).await);
+    }
+    for p in &mut peers {
+        p.publish(room, 0, 5).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    // A pub/sub output buffer of 1 KiB: a burst closes the subscribers it reaches.
+    let reconnects = "roomcast_bus_redis_reconnects_total";
+    assert_eq!(
+        redis_cli(
+            port,
+            &[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "pubsub 1024 512 1"
+            ]
+        ),
+        "OK"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let mut batch = 0;
+    loop {
+        for p in &mut peers {
+            p.publish(room, 5 + batch * 20, 20).await;
+        }
+        for p in &mut peers {
+            p.until_acked(room).await;
+        }
+        batch += 1;
+        let mut closed = 0.0;
+        for n in &c.nodes {
+            closed += n.metric(reconnects, "connection closed").await;
+        }
+        if closed > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never closed a subscriber");
+    }
+    assert_eq!(
+        redis_cli(
+            port,
+            &[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "pubsub 32mb 8mb 60"
+            ]
+        ),
+        "OK"
+    );
+    for p in &mut peers {
+        p.publish(room, 5 + batch * 20, 5).await;
+    }
+    for p in &mut peers {
+        p.until_acked(room).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 3 * (5 + batch * 20 + 5));
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[0], room).await;
+}
+
 #[tokio::test]
 async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
     let Some(node) = node() else { return };

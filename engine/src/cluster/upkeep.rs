@@ -34,7 +34,7 @@ pub(crate) async fn upkeep(inner: Weak<Inner>) {
                 .await;
         }
         n = n.wrapping_add(1);
-        if n % SWEEP_EVERY == 0 {
+        if n.is_multiple_of(SWEEP_EVERY) {
             engine
                 .calls()
                 .sweep_overdue(SWEEP_GRACE, |room| cluster.lease_of(room).is_some())
