@@ -952,32 +952,42 @@ async fn pump(
     }
 }
 
+/// Three nodes, the third reaching Redis through a [`FreezableProxy`] the test controls.
+impl Cluster {
+    async fn with_proxied_node(name: &str) -> Option<(Cluster, FreezableProxy)> {
+        let node = node()?;
+        let env = cql_env(&node, &keyspace(name));
+        let (ok, text) = run_binary(&["migrate"], &env);
+        assert!(ok, "migrate: {text}");
+        let redis = RedisServer::start();
+        let proxy = FreezableProxy::start(redis.port).await;
+        let direct = redis.url();
+        let via_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+        let mut nodes = Vec::new();
+        for url in [&direct, &direct, &via_proxy] {
+            let vars = [
+                ("REDIS_URL", url.as_str()),
+                ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
+                ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
+                ("RATE_LIMIT_MAX_MESSAGES", "100000"),
+            ];
+            nodes.push(server_on(&env, &vars).await);
+        }
+        let c = Cluster {
+            redis: Some(redis),
+            nodes,
+            ks: String::new(),
+        };
+        c.settled(3).await;
+        Some((c, proxy))
+    }
+}
+
 #[tokio::test]
 async fn a_stale_subscription_is_found_by_its_probe_and_nothing_is_missed() {
-    let Some(node) = node() else { return };
-    let env = cql_env(&node, &keyspace("stale"));
-    let (ok, text) = run_binary(&["migrate"], &env);
-    assert!(ok, "migrate: {text}");
-    let redis = RedisServer::start();
-    let proxy = FreezableProxy::start(redis.port).await;
-    let direct = redis.url();
-    let via_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
-    let mut nodes = Vec::new();
-    for url in [&direct, &direct, &via_proxy] {
-        let vars = [
-            ("REDIS_URL", url.as_str()),
-            ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
-            ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
-            ("RATE_LIMIT_MAX_MESSAGES", "100000"),
-        ];
-        nodes.push(server_on(&env, &vars).await);
-    }
-    let c = Cluster {
-        redis: Some(redis),
-        nodes,
-        ks: String::new(),
+    let Some((c, proxy)) = Cluster::with_proxied_node("stale").await else {
+        return;
     };
-    c.settled(3).await;
     let room = "stale-room";
     let mut peers = Vec::new();
     for (i, n) in c.nodes.iter().enumerate() {
@@ -1121,30 +1131,9 @@ async fn redis_closing_slow_subscribers_loses_no_acknowledged_message() {
 
 #[tokio::test]
 async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
-    let Some(node) = node() else { return };
-    let env = cql_env(&node, &keyspace("cut"));
-    let (ok, text) = run_binary(&["migrate"], &env);
-    assert!(ok, "migrate: {text}");
-    let redis = RedisServer::start();
-    let proxy = FreezableProxy::start(redis.port).await;
-    let direct = redis.url();
-    let via_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
-    let mut nodes = Vec::new();
-    for url in [&direct, &direct, &via_proxy] {
-        let vars = [
-            ("REDIS_URL", url.as_str()),
-            ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
-            ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
-            ("RATE_LIMIT_MAX_MESSAGES", "100000"),
-        ];
-        nodes.push(server_on(&env, &vars).await);
-    }
-    let c = Cluster {
-        redis: Some(redis),
-        nodes,
-        ks: String::new(),
+    let Some((c, proxy)) = Cluster::with_proxied_node("cut").await else {
+        return;
     };
-    c.settled(3).await;
     let room = "cut-room";
     let mut peers = Vec::new();
     for (i, n) in c.nodes.iter().enumerate() {
