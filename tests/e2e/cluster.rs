@@ -275,6 +275,25 @@ impl Peer {
 
 /// Every peer got every acknowledged message once, in `seq` order, the message its
 /// `seq` was acknowledged for; and every one is in history (read on `reader`).
+/// One peer per node, named `{prefix}{i}`, each joined to `room`.
+async fn peers_on(nodes: &[Server], prefix: &str, room: &str) -> Vec<Peer> {
+    let mut peers = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        peers.push(Peer::join(n, &format!("{prefix}{i}"), room).await);
+    }
+    peers
+}
+
+/// Every peer publishes `n` messages numbered from `from`, then each waits for its acks.
+async fn publish_acked(peers: &mut [Peer], room: &str, from: usize, n: usize) {
+    for p in peers.iter_mut() {
+        p.publish(room, from, n).await;
+    }
+    for p in peers.iter_mut() {
+        p.until_acked(room).await;
+    }
+}
+
 async fn check(peers: &[&Peer], acked: &BTreeMap<u64, String>, reader: &Server, room: &str) {
     assert!(!acked.is_empty(), "nothing was acknowledged");
     for p in peers {
@@ -326,16 +345,8 @@ async fn publishers_on_three_nodes_reach_every_member_once_in_one_order() {
         return;
     };
     let room = "lobby";
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("p{i}"), room).await);
-    }
-    for p in &mut peers {
-        p.publish(room, 0, 100).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    let mut peers = peers_on(&c.nodes, "p", room).await;
+    publish_acked(&mut peers, room, 0, 100).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let acked = all_acked(&refs);
     assert_eq!(acked.len(), 300);
@@ -423,10 +434,7 @@ async fn redis_killed_under_load_and_restarted_empty_loses_no_acknowledged_messa
         return;
     };
     let room = "busy";
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("r{i}"), room).await);
-    }
+    let mut peers = peers_on(&c.nodes, "r", room).await;
     for p in &mut peers {
         p.publish(room, 0, 40).await;
     }
@@ -446,12 +454,7 @@ async fn redis_killed_under_load_and_restarted_empty_loses_no_acknowledged_messa
         p.until_acked(room).await;
     }
     c.redis = Some(restarted.await.expect("restart"));
-    for p in &mut peers {
-        p.publish(room, 60, 20).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers, room, 60, 20).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let acked = all_acked(&refs);
     assert_eq!(acked.len(), 240, "every message acknowledged in the end");
@@ -487,16 +490,8 @@ async fn the_owner_of_the_busiest_room_killed_with_sigkill_loses_no_acknowledged
     };
     let room = "busiest";
     let victim = c.owner_of(room).await;
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("o{i}"), room).await);
-    }
-    for p in &mut peers {
-        p.publish(room, 0, 50).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    let mut peers = peers_on(&c.nodes, "o", room).await;
+    publish_acked(&mut peers, room, 0, 50).await;
     // The victim's own publisher: what it had acknowledged stays acknowledged.
     let victim_peer = peers.remove(victim);
     let victim_acked = victim_peer.acked.clone();
@@ -509,12 +504,7 @@ async fn the_owner_of_the_busiest_room_killed_with_sigkill_loses_no_acknowledged
     drop(victim_peer);
     // The survivors keep publishing; until the victim's leases expire their messages
     // get `unavailable` and are sent again.
-    for p in &mut peers {
-        p.publish(room, 50, 30).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers, room, 50, 30).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let mut acked = all_acked(&refs);
     for (s, cid) in &victim_acked {
@@ -635,16 +625,8 @@ async fn sigterm_on_the_owner_hands_its_rooms_over_without_loss() {
     };
     let room = "handover";
     let owner = c.owner_of(room).await;
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("d{i}"), room).await);
-    }
-    for p in &mut peers {
-        p.publish(room, 0, 30).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    let mut peers = peers_on(&c.nodes, "d", room).await;
+    publish_acked(&mut peers, room, 0, 30).await;
     let mut leaving = peers.remove(owner);
     // The survivors keep publishing while the owner drains.
     for p in &mut peers {
@@ -667,12 +649,7 @@ async fn sigterm_on_the_owner_hands_its_rooms_over_without_loss() {
         c.nodes[owner].log().contains("left the cluster"),
         "the owner released its leases on the way out"
     );
-    for p in &mut peers {
-        p.publish(room, 60, 10).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers, room, 60, 10).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let mut acked = all_acked(&refs);
     for (s, cid) in &leaving.acked {
@@ -989,16 +966,8 @@ async fn a_stale_subscription_is_found_by_its_probe_and_nothing_is_missed() {
         return;
     };
     let room = "stale-room";
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("s{i}"), room).await);
-    }
-    for p in &mut peers {
-        p.publish(room, 0, 10).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    let mut peers = peers_on(&c.nodes, "s", room).await;
+    publish_acked(&mut peers, room, 0, 10).await;
     let reconnects = "roomcast_bus_redis_reconnects_total";
     assert_eq!(c.nodes[2].metric(reconnects, "").await, 0.0);
     // Node 2's subscription goes silent with its TCP connection open; its commands
@@ -1008,23 +977,13 @@ async fn a_stale_subscription_is_found_by_its_probe_and_nothing_is_missed() {
         1,
         "node 2 has one subscriber connection"
     );
-    for p in &mut peers[..2] {
-        p.publish(room, 10, 20).await;
-    }
-    for p in &mut peers[..2] {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers[..2], room, 10, 20).await;
     // The subscriber's PING goes unanswered: it reconnects (a new connection, not
     // frozen), resubscribes and checks positions; the members on node 2 get the gap.
     c.nodes[2]
         .wait_metric(reconnects, "ping unanswered", 1.0)
         .await;
-    for p in &mut peers {
-        p.publish(room, 30, 5).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers, room, 30, 5).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let acked = all_acked(&refs);
     assert_eq!(acked.len(), 30 + 40 + 15);
@@ -1058,16 +1017,8 @@ async fn redis_closing_slow_subscribers_loses_no_acknowledged_message() {
     };
     let port = c.redis.as_ref().expect("redis").port;
     let room = "slow-sub";
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("b{i}"), room).await);
-    }
-    for p in &mut peers {
-        p.publish(room, 0, 5).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    let mut peers = peers_on(&c.nodes, "b", room).await;
+    publish_acked(&mut peers, room, 0, 5).await;
     // A pub/sub output buffer of 1 KiB: a burst closes the subscribers it reaches.
     let reconnects = "roomcast_bus_redis_reconnects_total";
     assert_eq!(
@@ -1113,12 +1064,7 @@ async fn redis_closing_slow_subscribers_loses_no_acknowledged_message() {
         ),
         "OK"
     );
-    for p in &mut peers {
-        p.publish(room, 5 + batch * 20, 5).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers, room, 5 + batch * 20, 5).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let acked = all_acked(&refs);
     assert_eq!(acked.len(), 3 * (5 + batch * 20 + 5));
@@ -1135,16 +1081,8 @@ async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
         return;
     };
     let room = "cut-room";
-    let mut peers = Vec::new();
-    for (i, n) in c.nodes.iter().enumerate() {
-        peers.push(Peer::join(n, &format!("x{i}"), room).await);
-    }
-    for p in &mut peers {
-        p.publish(room, 0, 20).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    let mut peers = peers_on(&c.nodes, "x", room).await;
+    publish_acked(&mut peers, room, 0, 20).await;
     // Cut node 2 off: its connections to Redis stay open and go silent.
     proxy.freeze(true);
     // The others take its slots once its leases expire (it stops sequencing before).
@@ -1174,12 +1112,7 @@ async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for p in &mut peers[..2] {
-        p.publish(room, 20, 20).await;
-    }
-    for p in &mut peers[..2] {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers[..2], room, 20, 20).await;
     // The cut node's publisher gets retryable errors meanwhile; healed, everything it
     // sent is acknowledged and its members get every message, gaps filled.
     peers[2].publish(room, 20, 10).await;
@@ -1192,12 +1125,7 @@ async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
         c.nodes[2].get_json("/readyz", None).await["status"],
         "ready"
     );
-    for p in &mut peers {
-        p.publish(room, 40, 5).await;
-    }
-    for p in &mut peers {
-        p.until_acked(room).await;
-    }
+    publish_acked(&mut peers, room, 40, 5).await;
     let refs: Vec<&Peer> = peers.iter().collect();
     let acked = all_acked(&refs);
     assert_eq!(acked.len(), 60 + 40 + 10 + 15);
