@@ -17,6 +17,7 @@
 //! count for that user again (an absolute value, so a retry cannot count twice).
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::Cluster;
@@ -71,6 +72,13 @@ if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS
 return n
 "#;
 
+// Built once: `Script::new` hashes the source (SHA-1) and the rate check runs per message.
+static RATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RATE));
+static CONN_OPEN_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CONN_OPEN));
+static CONN_CLOSE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(CONN_CLOSE));
+static CONN_SET_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CONN_SET));
+
 /// The outcome of a cluster-wide connection check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnCheck {
@@ -88,8 +96,7 @@ impl Cluster {
     }
 
     async fn rate(&self, key: String, max: u32, window: Duration) -> Option<Result<(), u64>> {
-        let script = redis::Script::new(RATE);
-        let mut inv = script.prepare_invoke();
+        let mut inv = RATE_SCRIPT.prepare_invoke();
         inv.key(key)
             .arg(max)
             .arg(window.as_millis() as u64)
@@ -132,8 +139,7 @@ impl Cluster {
     /// Counts one more connection for `user_id` if the cluster-wide total stays within
     /// `max`.
     pub async fn open_connection(&self, user_id: &str, max: usize) -> ConnCheck {
-        let script = redis::Script::new(CONN_OPEN);
-        let mut inv = script.prepare_invoke();
+        let mut inv = CONN_OPEN_SCRIPT.prepare_invoke();
         inv.key(format!("rc:conns:{user_id}"))
             .arg(self.mine())
             .arg(max);
@@ -152,8 +158,7 @@ impl Cluster {
     /// Counts one connection of `user_id` on this node as closed. When Redis does not
     /// take it, the user is remembered for [`Cluster::resync_connections`].
     pub async fn close_connection(&self, user_id: &str) {
-        let script = redis::Script::new(CONN_CLOSE);
-        let mut inv = script.prepare_invoke();
+        let mut inv = CONN_CLOSE_SCRIPT.prepare_invoke();
         inv.key(format!("rc:conns:{user_id}")).arg(self.mine());
         let mut conn = self.conn.clone();
         let ok = matches!(
@@ -176,8 +181,7 @@ impl Cluster {
         let users: HashSet<String> = std::mem::take(&mut *self.conn_resync.lock());
         let mut failed = Vec::new();
         for user in users {
-            let script = redis::Script::new(CONN_SET);
-            let mut inv = script.prepare_invoke();
+            let mut inv = CONN_SET_SCRIPT.prepare_invoke();
             inv.key(format!("rc:conns:{user}"))
                 .arg(self.mine())
                 .arg(local(&user));
