@@ -130,7 +130,7 @@ pub fn describe() {
     );
     describe_counter!(
         BUS_REDIS_RECONNECTS,
-        "Times the bus subscriber lost its connection and reconnected (reason: closed, ping unanswered, ...)."
+        "Times the bus subscriber lost its connection and reconnected (reason: connection closed, ping unanswered, subscribe failed, resubscribe failed)."
     );
     describe_counter!(
         BUS_DUPLICATES,

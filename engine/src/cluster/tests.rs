@@ -28,6 +28,11 @@ fn fast() -> ClusterConfig {
 }
 
 async fn node(redis: &RedisServer, stores: &Stores) -> Engine {
+    node_reading(redis, stores, EngineConfig::default().recovery_max_messages).await
+}
+
+/// A node whose store reads (gap fills, recovery) take at most `page` messages each.
+async fn node_reading(redis: &RedisServer, stores: &Stores, page: usize) -> Engine {
     let mut bus = RedisBusConfig::new(&redis.url());
     bus.ping_every = Duration::from_millis(500);
     bus.timeout = Duration::from_millis(500);
@@ -38,6 +43,7 @@ async fn node(redis: &RedisServer, stores: &Stores) -> Engine {
             max_messages: 100_000,
             ..Default::default()
         },
+        recovery_max_messages: page,
         ..EngineConfig::default()
     };
     let (engine, _tasks) = Engine::start_cluster(cfg, stores.clone(), bus, fast())
@@ -277,7 +283,11 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("store"));
-    let (a, b) = (node(&redis, &stores).await, node(&redis, &stores).await);
+    // Reads of 3 messages: a gap longer than that is filled in several reads.
+    let (a, b) = (
+        node_reading(&redis, &stores, 3).await,
+        node_reading(&redis, &stores, 3).await,
+    );
     settled(&[&a, &b], 2).await;
     // The publisher sits on the room's owner, so its messages are sequenced and stored
     // while Redis is away; the member on the other node must still get every one.

@@ -190,6 +190,11 @@ impl Shard {
             }
             (Fill::Gap, Ok(page)) => {
                 metrics::counter!(m::BUS_GAP_FILLED).increment(page.len() as u64);
+                // A full page may not reach the gap's end: read on from its last
+                // message before anything that waited (the next read is strict).
+                let more = (page.len() >= self.cfg.recovery_max_messages)
+                    .then(|| page.last().map(|m| m.message_id))
+                    .flatten();
                 let now = Instant::now();
                 for msg in page {
                     let env = Envelope::Message(Box::new(RoomMessage {
@@ -198,6 +203,12 @@ impl Shard {
                         received_at: now,
                     }));
                     self.deliver_now(env, Strict::No);
+                }
+                if let Some(after) = more
+                    && let Some(room) = self.rooms.get_mut(&room_id)
+                {
+                    room.filling = Some(waiting);
+                    return self.start_fill(room_id, after, Fill::Gap);
                 }
                 Strict::No
             }

@@ -233,7 +233,16 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
             WriteOp::Message {
                 msg, ack, publish, ..
             } => {
-                let result = match outcomes.next().flatten() {
+                let outcome = match outcomes.next().flatten() {
+                    // Its own id: an earlier attempt of this append stored it (the
+                    // reply was lost, or a later write of the batch failed). Ids are
+                    // assigned once per message, so this is the message itself.
+                    Some(AppendOutcome::Duplicate(original)) if original == msg.message_id => {
+                        Some(AppendOutcome::Stored)
+                    }
+                    other => other,
+                };
+                let result = match outcome {
                     Some(AppendOutcome::Stored) => {
                         metrics::counter!(m::MESSAGES_STORED).increment(1);
                         if let Some(p) = publish {
@@ -251,10 +260,19 @@ async fn commit(store: &dyn HistoryStore, ops: &mut Vec<WriteOp>, failed: &Faile
                         })
                     }
                     Some(AppendOutcome::Duplicate(original)) => {
-                        let mut message = msg;
-                        message.message_id = original;
-                        // The original's seq is not known here (and this one's is unused).
-                        message.seq = 0;
+                        // A resend the sequencer's window did not know (another node
+                        // took it, or a restart): answer with the original as stored,
+                        // its `seq` included. Rare, so one read here is cheap.
+                        let message = match store.get(&msg.room_id, original).await {
+                            Ok(Some(stored)) => stored,
+                            _ => {
+                                let mut message = msg;
+                                message.message_id = original;
+                                // Not readable now: the id is what a client dedupes by.
+                                message.seq = 0;
+                                message
+                            }
+                        };
                         Ok(Acked {
                             message,
                             duplicate: true,
@@ -392,6 +410,9 @@ mod tests {
         failing: std::sync::atomic::AtomicBool,
         attempts: std::sync::atomic::AtomicUsize,
         partial: std::sync::atomic::AtomicUsize,
+        /// The next this many appends store the batch, then answer `Err` (a reply lost
+        /// after the write, as a timed-out write that went through).
+        lost_replies: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -407,6 +428,18 @@ mod tests {
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(crate::store::StoreError::Backend("disk on fire".into()));
+            }
+            if self
+                .lost_replies
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                self.inner.append(batch).await?;
+                return Err(crate::store::StoreError::Backend("reply lost".into()));
             }
             let partial = self
                 .partial
@@ -506,6 +539,7 @@ mod tests {
             failing: std::sync::atomic::AtomicBool::new(true),
             attempts: std::sync::atomic::AtomicUsize::new(0),
             partial: std::sync::atomic::AtomicUsize::new(0),
+            lost_replies: std::sync::atomic::AtomicUsize::new(0),
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
         let rx = queue(&writer, message("r", 7, "u", Some("c")));
@@ -555,6 +589,7 @@ mod tests {
             attempts: std::sync::atomic::AtomicUsize::new(0),
             // The first append fails the shaky message; its retry succeeds.
             partial: std::sync::atomic::AtomicUsize::new(1),
+            lost_replies: std::sync::atomic::AtomicUsize::new(0),
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
         let replies: Vec<Reply> = [("calm", 1), ("shaky", 2), ("calm", 3)]
@@ -597,5 +632,63 @@ mod tests {
         let err = rx_bad.await.expect("reply").expect_err("never stored");
         assert_eq!(err.code, ErrorCode::StoreUnavailable);
         assert!(writer.failed.contains(5));
+    }
+
+    /// A write that went through but whose reply was lost: the retry finds the message
+    /// stored under its own id. That is this message stored, not a duplicate: it is
+    /// acked with its own `seq` and published. A true resend (another id, the same
+    /// `clientMsgId`) is acked with the original as stored, `seq` included.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_that_finds_its_own_write_is_stored_and_a_resend_gets_the_original_seq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flaky {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            attempts: std::sync::atomic::AtomicUsize::new(0),
+            partial: std::sync::atomic::AtomicUsize::new(0),
+            lost_replies: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
+        let (tx, heard) = flume::unbounded();
+        let inbound = crate::bus::Inbound::new(
+            Arc::from(vec![tx]),
+            Arc::new(crate::sessions::SessionRegistry::default()),
+        );
+        let bus: Arc<dyn crate::bus::Bus> = Arc::new(crate::bus::LocalBus::new(inbound));
+        let (tx, rx) = oneshot::channel();
+        let op = WriteOp::Message {
+            msg: message("r", 7, "u", Some("c")),
+            ack: AckTo::Reply(tx),
+            audit: None,
+            publish: Some(AfterCommit {
+                bus,
+                audience: None,
+                received_at: Instant::now(),
+            }),
+        };
+        assert!(writer.try_send(op).is_ok());
+        let acked = rx.await.expect("reply").expect("stored");
+        assert_eq!(
+            (acked.message.message_id, acked.message.seq, acked.duplicate),
+            (7, 8, false)
+        );
+        assert_eq!(store.attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let published: Vec<u64> = heard
+            .drain()
+            .filter_map(|e| match e {
+                crate::bus::Envelope::Message(m) => Some(m.msg.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(published, vec![8], "published once, after the commit");
+
+        let acked = queue(&writer, message("r", 9, "u", Some("c")))
+            .await
+            .expect("reply")
+            .expect("acked");
+        assert_eq!(
+            (acked.message.message_id, acked.message.seq, acked.duplicate),
+            (7, 8, true)
+        );
     }
 }

@@ -636,6 +636,8 @@ async fn subscriber(sub: Subscriber) {
         metrics::counter!(m::BUS_REDIS_COMMANDS, "kind" => "subscribe").increment(n as u64);
         if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
             tracing::warn!(error = %e, "redis bus: resubscribe failed; reconnecting");
+            metrics::counter!(m::BUS_REDIS_RECONNECTS, "reason" => "resubscribe failed")
+                .increment(1);
             tokio::time::sleep(jitter(delay)).await;
             continue;
         }
