@@ -27,6 +27,7 @@ pub const CLIENT_ERRORS: &str = "roomcast_client_errors_total";
 pub const TYPING_DROPPED: &str = "roomcast_typing_dropped_total";
 pub const RECOVERIES: &str = "roomcast_recoveries_total";
 pub const RECOVERED_MESSAGES: &str = "roomcast_recovered_messages_total";
+pub const RECOVERY_READS: &str = "roomcast_recovery_reads_total";
 pub const HTTP_REQUESTS: &str = "roomcast_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "roomcast_http_request_duration_seconds";
 pub const API_ERRORS: &str = "roomcast_api_errors_total";
@@ -228,13 +229,17 @@ pub fn describe() {
     describe_counter!(CLIENT_ERRORS, "Error frames sent to clients, by code.");
     describe_counter!(
         TYPING_DROPPED,
-        "Typing signals dropped by the per-connection typing limit."
+        "Typing signals dropped by the per-user typing limit."
     );
     describe_counter!(
         RECOVERIES,
         "Joins with `since` that replayed history, by outcome."
     );
     describe_counter!(RECOVERED_MESSAGES, "Messages replayed by recovery.");
+    describe_counter!(
+        RECOVERY_READS,
+        "Store reads for recovery: one per batch of members recovering the same room together."
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status class.");
     describe_histogram!(
         HTTP_REQUEST_SECONDS,

@@ -338,3 +338,137 @@ async fn conversation_messages_reach_the_audience_once_joined_or_not() {
         "conversation_not_found"
     );
 }
+
+/// The embedded store with a slower `page` (as a networked store's) that counts calls.
+struct CountedPages {
+    inner: Arc<dyn roomcast_engine::HistoryStore>,
+    pages: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl roomcast_engine::HistoryStore for CountedPages {
+    fn backend(&self) -> &'static str {
+        "counted"
+    }
+    async fn append(
+        &self,
+        batch: roomcast_engine::store::WriteBatch,
+    ) -> Result<Vec<roomcast_engine::store::AppendOutcome>, roomcast_engine::store::StoreError>
+    {
+        self.inner.append(batch).await
+    }
+    async fn page(
+        &self,
+        room: &str,
+        q: roomcast_engine::PageQuery,
+    ) -> Result<Vec<roomcast_engine::message::ChatMessage>, roomcast_engine::store::StoreError>
+    {
+        self.pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.inner.page(room, q).await
+    }
+    async fn get(
+        &self,
+        room: &str,
+        id: u64,
+    ) -> Result<Option<roomcast_engine::message::ChatMessage>, roomcast_engine::store::StoreError>
+    {
+        self.inner.get(room, id).await
+    }
+    async fn tombstone(
+        &self,
+        room: &str,
+        id: u64,
+    ) -> Result<bool, roomcast_engine::store::StoreError> {
+        self.inner.tombstone(room, id).await
+    }
+    async fn find_client_msg(
+        &self,
+        room: &str,
+        user: &str,
+        cid: &str,
+    ) -> Result<Option<u64>, roomcast_engine::store::StoreError> {
+        self.inner.find_client_msg(room, user, cid).await
+    }
+    async fn audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<roomcast_engine::store::AuditEntry>, roomcast_engine::store::StoreError> {
+        self.inner.audit_page(after, limit).await
+    }
+}
+
+/// 300 members reconnect to one room at once, each with its own `since`, while the room
+/// goes on: each gets exactly what it missed, then the live messages, once and in
+/// order, and the store is read a few times for all of them, not once per member.
+#[tokio::test]
+async fn a_crowd_recovering_one_room_shares_a_few_reads_and_each_gets_exactly_its_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("open store"));
+    let counted = Arc::new(CountedPages {
+        inner: stores.history.clone(),
+        pages: Default::default(),
+    });
+    stores.history = counted.clone();
+    let cfg = EngineConfig {
+        rate: roomcast_engine::ratelimit::RateLimitConfig {
+            max_messages: 100_000,
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    };
+    let (engine, _tasks) = Engine::start(cfg, stores).expect("start");
+    let n = Node { engine, _dir: dir };
+    let mut alice = Conn::open(&n, "alice").await;
+    alice.join("crowd", None).await;
+    for i in 1..=30 {
+        alice
+            .publish("crowd", &format!("m{i}"), &format!("c{i}"))
+            .await;
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 30 {
+        let v = alice.next_of("ack").await;
+        ids.push(v["messageId"].as_str().expect("id").to_owned());
+    }
+    let before = counted.pages.load(std::sync::atomic::Ordering::SeqCst);
+    const CROWD: usize = 300;
+    let mut crowd = Vec::new();
+    for i in 0..CROWD {
+        let mut c = Conn::open(&n, &format!("u{i}")).await;
+        // Member i had everything up to message i % 20 + 1.
+        c.send(json!({"type": "join_room", "roomId": "crowd", "since": ids[i % 20]}))
+            .await;
+        crowd.push(c);
+    }
+    for i in 31..=35 {
+        alice
+            .publish("crowd", &format!("m{i}"), &format!("c{i}"))
+            .await;
+    }
+    for (i, c) in crowd.iter_mut().enumerate() {
+        let mut frames = c.until("recovered").await;
+        let recovered = frames.last().expect("recovered").clone();
+        assert_eq!(recovered["complete"], true, "member {i}: {recovered}");
+        // The live messages after `recovered`, all five of them.
+        while frames.iter().filter(|v| v["type"] == "message").count() < 35 - (i % 20 + 1) {
+            frames.push(c.next().await);
+        }
+        settle(&n, "crowd").await;
+        frames.extend(c.drain());
+        let got: Vec<&str> = frames
+            .iter()
+            .filter(|v| v["type"] == "message")
+            .map(|v| v["content"].as_str().unwrap_or(""))
+            .collect();
+        let want: Vec<String> = (i % 20 + 2..=35).map(|k| format!("m{k}")).collect();
+        assert_eq!(got, want, "member {i}");
+    }
+    let reads = counted.pages.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        (1..=CROWD / 20).contains(&reads),
+        "{reads} store reads for {CROWD} recoveries"
+    );
+    eprintln!("{reads} store reads for {CROWD} recoveries");
+}

@@ -76,8 +76,9 @@ pub(crate) struct Typing {
 /// A recovery read finished (see `recovery.rs`).
 pub(crate) struct RecoveryDone {
     room_id: String,
-    conn: ConnId,
-    since: MessageId,
+    /// The batch's members and their `since`.
+    waiting: Vec<(ConnId, MessageId)>,
+    /// Read from the smallest `since`; `true` when not cut at `recovery_max_messages`.
     result: Result<(Vec<ChatMessage>, bool), StoreError>,
 }
 
@@ -178,6 +179,8 @@ pub(crate) struct Shard {
     cfg: ShardConfig,
     rooms: HashMap<String, Room>,
     idle: IdlePositions,
+    /// Each room's open recovery batch (see `recovery.rs`).
+    recovering: HashMap<String, recovery::RoomRecovery>,
     /// This shard's message ids: owned by the task, so no lock.
     ids: IdGenerator,
     writer: HistoryWriter,
@@ -207,6 +210,7 @@ impl Shard {
             cfg,
             rooms: HashMap::new(),
             idle: IdlePositions::default(),
+            recovering: HashMap::new(),
             writer: deps.writer,
             store: deps.store,
             self_tx: tx.downgrade(),
