@@ -360,6 +360,21 @@ async fn publishers_on_three_nodes_reach_every_member_once_in_one_order() {
         (1..=300).collect::<Vec<_>>(),
         "contiguous seqs"
     );
+    // Each sender's 100 messages (sent back to back) are sequenced in the order it sent
+    // them, forwarded or not.
+    for p in &peers {
+        let sent_order: Vec<u64> = p
+            .acked
+            .values()
+            .filter_map(|cid| cid.rsplit('-').next()?.parse().ok())
+            .collect();
+        assert_eq!(
+            sent_order,
+            (0..100).collect::<Vec<u64>>(),
+            "{}: sequenced out of the order sent",
+            p.name
+        );
+    }
     for p in &mut peers {
         p.until_received(room, &acked).await;
     }

@@ -260,18 +260,20 @@ pub(crate) async fn node_task(
         match msg {
             NodeMsg::Publish { req, from, publish } => {
                 metrics::counter!(m::CLUSTER_FORWARDED, "outcome" => "served").increment(1);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let room_id = publish.room_id.clone();
+                let cid = publish.client_msg_id.clone();
+                let p = publish.into_publish(AckTo::Reply(tx));
+                // Straight to the shard, never forwarded again (the shard answers
+                // `unavailable` if this node does not sequence the room), and from this
+                // task in arrival order: a sender's publishes keep the order it sent
+                // them in (a task per publish would race them to the shard queue).
+                let sent = engine
+                    .shard(&room_id)
+                    .send_async(ShardCmd::Publish(Box::new(p)))
+                    .await;
                 let forwarder = forwarder.clone();
                 tokio::spawn(async move {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let room_id = publish.room_id.clone();
-                    let cid = publish.client_msg_id.clone();
-                    let p = publish.into_publish(AckTo::Reply(tx));
-                    // Straight to the shard: never forwarded again (the shard answers
-                    // `unavailable` if this node does not sequence the room).
-                    let sent = engine
-                        .shard(&room_id)
-                        .send_async(ShardCmd::Publish(Box::new(p)))
-                        .await;
                     let result = match sent {
                         Ok(()) => rx
                             .await

@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) const USAGE: &str = "usage: roomcast-load room|idle|churn --url ws://127.0.0.1:PORT --secret SECRET [options]
-  common:  --server-pid PID  --procs N  --source-ips 127.0.0.1,127.0.0.2  --connect-concurrency 256  --slo
+pub(crate) const USAGE: &str = "usage: roomcast-load room|idle|churn --url ws://127.0.0.1:PORT[,ws://...] --secret SECRET [options]
+  common:  --server-pid PID[,PID]  --procs N  --source-ips 127.0.0.1,127.0.0.2  --connect-concurrency 256  --slo
   room:    --rooms R --members M --publishers P --rates 25,50 --step-secs 10 --size 256
   idle:    --connections N --rooms R --hold-secs 10
   churn:   --rate OPS_PER_SEC --duration-secs 10 --rooms R";
@@ -11,9 +11,13 @@ pub(crate) const USAGE: &str = "usage: roomcast-load room|idle|churn --url ws://
 #[derive(Debug, Clone)]
 pub(crate) struct Args {
     pub(crate) mode: String,
+    /// The first node; connection `i` goes to `addrs[i % addrs.len()]` (a cluster's
+    /// nodes, members of one room spread over them).
     pub(crate) addr: SocketAddr,
+    pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) secret: String,
-    pub(crate) server_pid: Option<u32>,
+    /// Server processes whose CPU is measured (summed).
+    pub(crate) server_pids: Vec<u32>,
     pub(crate) source_ips: Vec<IpAddr>,
     pub(crate) concurrency: usize,
     pub(crate) procs: usize,
@@ -32,6 +36,26 @@ pub(crate) struct Args {
     pub(crate) range: Option<(usize, usize)>,
 }
 
+impl Args {
+    /// CPU seconds of every `--server-pid`, summed; `None` without pids or if one is gone.
+    pub(crate) fn server_cpu_seconds(&self) -> Option<f64> {
+        self.sum_over_pids(roomcast_loadtest::stats::proc_cpu_seconds)
+    }
+
+    /// Resident bytes of every `--server-pid`, summed.
+    pub(crate) fn server_rss_bytes(&self) -> Option<u64> {
+        self.sum_over_pids(|p| roomcast_loadtest::stats::proc_rss_bytes(p).map(|b| b as f64))
+            .map(|b| b as u64)
+    }
+
+    fn sum_over_pids(&self, f: impl Fn(u32) -> Option<f64>) -> Option<f64> {
+        if self.server_pids.is_empty() {
+            return None;
+        }
+        self.server_pids.iter().map(|&p| f(p)).sum()
+    }
+}
+
 pub(crate) fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mode = it.next().ok_or("missing mode")?;
     if !matches!(mode.as_str(), "room" | "idle" | "churn") {
@@ -40,8 +64,9 @@ pub(crate) fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, S
     let mut a = Args {
         mode,
         addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+        addrs: vec![SocketAddr::from(([127, 0, 0, 1], 8000))],
         secret: String::new(),
-        server_pid: None,
+        server_pids: vec![],
         source_ips: vec![],
         concurrency: 256,
         procs: 1,
@@ -70,13 +95,24 @@ pub(crate) fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, S
         };
         match flag.as_str() {
             "--url" => {
-                let hostport = v.trim_start_matches("ws://").trim_end_matches('/');
-                a.addr = hostport
-                    .parse()
-                    .map_err(|_| format!("--url must be ws://IP:PORT, got {v}"))?;
+                a.addrs = v
+                    .split(',')
+                    .map(|u| {
+                        let hostport = u.trim_start_matches("ws://").trim_end_matches('/');
+                        hostport
+                            .parse()
+                            .map_err(|_| format!("--url must be ws://IP:PORT[,...], got {v}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                a.addr = a.addrs[0];
             }
             "--secret" => a.secret = v,
-            "--server-pid" => a.server_pid = Some(num(&v)? as u32),
+            "--server-pid" => {
+                a.server_pids = v
+                    .split(',')
+                    .map(|p| num(p).map(|n| n as u32))
+                    .collect::<Result<_, _>>()?
+            }
             "--source-ips" => {
                 a.source_ips = v
                     .split(',')
@@ -112,7 +148,7 @@ pub(crate) fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, S
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if !a.addr.ip().is_loopback() {
+    if a.addrs.iter().any(|a| !a.ip().is_loopback()) {
         return Err("targets are restricted to loopback addresses".into());
     }
     if a.source_ips.iter().any(|ip| !ip.is_loopback()) {
@@ -125,4 +161,26 @@ pub(crate) fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, S
         return Err("--publishers cannot exceed --members".into());
     }
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Args, String> {
+        parse_args(s.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn several_urls_and_pids_are_a_cluster_and_non_loopback_is_refused() {
+        let a =
+            parse("room --url ws://127.0.0.1:1,ws://127.0.0.1:2/ --secret s --server-pid 10,11")
+                .expect("parses");
+        assert_eq!(a.addrs.len(), 2);
+        assert_eq!(a.addr, a.addrs[0]);
+        assert_eq!(a.addrs[1].port(), 2);
+        assert_eq!(a.server_pids, vec![10, 11]);
+        assert!(parse("room --url ws://127.0.0.1:1,ws://10.0.0.1:2 --secret s").is_err());
+        assert!(parse("room --url ws://127.0.0.1:1,nonsense --secret s").is_err());
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use roomcast_loadtest::stats::{Hist, proc_rss_bytes};
+use roomcast_loadtest::stats::Hist;
 
 use crate::args::Args;
 use crate::workers::*;
@@ -41,7 +41,7 @@ pub(crate) async fn server_connections(addr: SocketAddr) -> Option<f64> {
 }
 
 pub(crate) async fn churn(args: Arc<Args>) -> bool {
-    let rss_before = args.server_pid.and_then(proc_rss_bytes);
+    let rss_before = args.server_rss_bytes();
     let conns_before = server_connections(args.addr).await;
     let total = (args.churn_rate * args.duration_secs as f64).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / args.churn_rate);
@@ -83,7 +83,7 @@ pub(crate) async fn churn(args: Arc<Args>) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
         conns_after = server_connections(args.addr).await;
     }
-    let rss_after = args.server_pid.and_then(proc_rss_bytes);
+    let rss_after = args.server_rss_bytes();
     let done = hist.count();
     emit(&serde_json::json!({
         "mode": "churn", "target_rate": args.churn_rate, "ops": done, "failures": failures, "secs": secs,

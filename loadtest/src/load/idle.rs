@@ -3,13 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roomcast_loadtest::stats::proc_rss_bytes;
-
 use crate::args::Args;
 use crate::workers::*;
 
 pub(crate) async fn idle(args: Arc<Args>, raw: Vec<String>) -> bool {
-    let rss_before = args.server_pid.and_then(proc_rss_bytes);
+    let rss_before = args.server_rss_bytes();
     let started = Instant::now();
     let mut workers = match spawn_workers(&raw, args.procs, args.connections) {
         Ok(w) => w,
@@ -21,7 +19,7 @@ pub(crate) async fn idle(args: Arc<Args>, raw: Vec<String>) -> bool {
     let ready = all_ready(&mut workers).await;
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
-    let rss_after = args.server_pid.and_then(proc_rss_bytes);
+    let rss_after = args.server_rss_bytes();
     let held = ready.connected;
     let per_conn = match (rss_before, rss_after) {
         (Some(b), Some(a)) if held > 0 => Some(a.saturating_sub(b) as f64 / held as f64),

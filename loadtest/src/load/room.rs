@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roomcast_loadtest::client::{Clock, Schedule};
-use roomcast_loadtest::stats::{StepStats, proc_cpu_seconds, unix_us};
+use roomcast_loadtest::stats::{StepStats, unix_us};
 
 use crate::args::Args;
 use crate::workers::*;
@@ -46,7 +46,7 @@ pub(crate) async fn room(args: Arc<Args>, raw: Vec<String>) -> bool {
     let mut cpu_marks = Vec::with_capacity(steps + 1);
     for k in 0..=steps {
         tokio::time::sleep_until(clock.instant_at(plan.step_start_us(k)).into()).await;
-        cpu_marks.push(args.server_pid.and_then(proc_cpu_seconds));
+        cpu_marks.push(args.server_cpu_seconds());
     }
     let mut sent = vec![0u64; steps];
     let mut merged: Vec<StepStats> = (0..steps).map(|_| StepStats::default()).collect();

@@ -53,7 +53,7 @@ pub(crate) async fn timed_open(
     let started = Instant::now();
     let conn = tokio::time::timeout(
         Duration::from_secs(30),
-        Conn::open(args.addr, src, &token, room),
+        Conn::open(args.addrs[i % args.addrs.len()], src, &token, room),
     )
     .await
     .ok()?
