@@ -15,6 +15,13 @@
 //! Who emits a change: the view is diffed after every round, and a transition is
 //! emitted by one node only, the user's rendezvous owner among the live nodes (the same
 //! rule as room slots), so a partner hears `user_status` once, not once per node.
+//! "Live" here is presence's own node set, `rc:presence:nodes` (node -> expiry), which
+//! each round refreshes in the same script and with the same expiry as the node's user
+//! entries. So the round that sees a dead node's users expire also sees the node gone,
+//! and a survivor announces them. (The membership leases of `cluster` are a different
+//! clock: judged by them, a dead node whose lease outlived its users' entries by a
+//! moment was still the owner, nobody announced, and the offline was lost.)
+//! A node's first round only primes its view: users already online are not news.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -53,6 +60,10 @@ struct View {
     online: HashSet<String>,
     /// Last seen (ms) of users known to be offline.
     last_seen: HashMap<String, u64>,
+    /// The nodes with fresh presence, as of the last round (see the module doc).
+    nodes: Vec<u16>,
+    /// Whether a round has succeeded (before it, `online` is not a view to diff).
+    primed: bool,
 }
 
 /// See the module doc.
@@ -86,8 +97,10 @@ for i = 5 + n, 4 + n + gone do
   redis.call('ZREM', 'rc:presence', ARGV[i] .. '|' .. node)
   redis.call('HSET', 'rc:lastseen', ARGV[i], now)
 end
+redis.call('ZADD', 'rc:presence:nodes', now + ttl, node)
 redis.call('ZREMRANGEBYSCORE', 'rc:presence', '-inf', now)
-return redis.call('ZRANGE', 'rc:presence', 0, -1)
+redis.call('ZREMRANGEBYSCORE', 'rc:presence:nodes', '-inf', now)
+return {redis.call('ZRANGE', 'rc:presence:nodes', 0, -1), redis.call('ZRANGE', 'rc:presence', 0, -1)}
 "#;
 
 impl RedisPresence {
@@ -116,9 +129,15 @@ impl RedisPresence {
         super::emit(&self.tx, user_id, online, at_ms);
     }
 
-    /// Whether this node announces `user_id`'s transitions.
+    /// Whether this node announces `user_id`'s transitions, `live` being presence's
+    /// node set (empty before the first round: then the membership's).
     fn announces(&self, user_id: &str, live: &[u16]) -> bool {
-        owner_among(slot_of(user_id), live).is_none_or(|n| n == self.cluster.node)
+        let owner = if live.is_empty() {
+            owner_among(slot_of(user_id), &self.cluster.nodes())
+        } else {
+            owner_among(slot_of(user_id), live)
+        };
+        owner.is_none_or(|n| n == self.cluster.node)
     }
 
     async fn round(&self, gone: Vec<String>) -> Result<(), Vec<String>> {
@@ -136,7 +155,7 @@ impl RedisPresence {
             inv.arg(u);
         }
         let mut conn = self.conn.clone();
-        let entries: Vec<String> = match tokio::time::timeout(
+        let (live, entries): (Vec<u16>, Vec<String>) = match tokio::time::timeout(
             self.timing.every.max(Duration::from_secs(1)),
             inv.invoke_async(&mut conn),
         )
@@ -157,9 +176,9 @@ impl RedisPresence {
             .iter()
             .filter_map(|e| e.rsplit_once('|').map(|(u, _)| u.to_owned()))
             .collect();
-        let live = self.cluster.nodes();
         let (went_online, went_offline) = {
             let mut v = self.view.lock();
+            v.nodes.clone_from(&live);
             let mut next = online;
             next.extend(v.mine.iter().cloned());
             let up: Vec<String> = next.difference(&v.online).cloned().collect();
@@ -174,7 +193,13 @@ impl RedisPresence {
                 v.last_seen.remove(u);
             }
             v.online = next;
-            (up, down)
+            if !v.primed {
+                // The first view: nothing changed, this node just started looking.
+                v.primed = true;
+                (Vec::new(), Vec::new())
+            } else {
+                (up, down)
+            }
         };
         for u in went_online.iter().filter(|u| self.announces(u, &live)) {
             self.emit(u, true, now);
@@ -219,14 +244,14 @@ impl Presence for RedisPresence {
     }
 
     fn node_user_connected(&self, user_id: &str) {
-        let newly_online = {
+        let (newly_online, live) = {
             let mut v = self.view.lock();
             v.mine.insert(user_id.to_owned());
             v.last_seen.remove(user_id);
-            v.online.insert(user_id.to_owned())
+            (v.online.insert(user_id.to_owned()), v.nodes.clone())
         };
         self.gone.lock().retain(|u| u != user_id);
-        if newly_online && self.announces(user_id, &self.cluster.nodes()) {
+        if newly_online && self.announces(user_id, &live) {
             self.emit(user_id, true, now_unix_ms());
         }
     }
@@ -254,5 +279,135 @@ impl Presence for RedisPresence {
 
     fn changes(&self) -> flume::Receiver<PresenceChange> {
         self.rx.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a real `redis-server` on a free port: three memberships that stay alive
+    //! (their leases keep the nodes "live" to the cluster) and presence on a clock of
+    //! its own, so the two notions of a live node can disagree on purpose.
+
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cluster::ClusterConfig;
+    use crate::testkit::RedisServer;
+
+    const WAIT: Duration = Duration::from_secs(10);
+    const TIMING: PresenceTiming = PresenceTiming {
+        every: Duration::from_millis(100),
+        ttl: Duration::from_millis(400),
+    };
+
+    async fn member(redis: &RedisServer, node: u16) -> Arc<Cluster> {
+        let cfg = ClusterConfig {
+            node_id: Some(node),
+            ttl: Duration::from_secs(30),
+            ..ClusterConfig::default()
+        };
+        Cluster::join(&redis.url(), cfg).await.expect("join")
+    }
+
+    /// The transitions `p` emits within `d`.
+    async fn emitted(p: &RedisPresence, d: Duration) -> Vec<(String, bool)> {
+        let rx = p.changes();
+        let mut got = Vec::new();
+        let end = Instant::now() + d;
+        while let Ok(Ok(c)) = tokio::time::timeout(
+            end.saturating_duration_since(Instant::now()),
+            rx.recv_async(),
+        )
+        .await
+        {
+            got.push((c.user_id, c.online));
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_user_of_a_node_whose_presence_died_goes_offline_once_though_its_lease_lives() {
+        let redis = RedisServer::start();
+        let m: Vec<Arc<Cluster>> = vec![
+            member(&redis, 0).await,
+            member(&redis, 1).await,
+            member(&redis, 2).await,
+        ];
+        // A user whose announcer is node 0, the node that will stop refreshing.
+        let user = (0..)
+            .map(|i| format!("u{i}"))
+            .find(|u| owner_among(slot_of(u), &[0, 1, 2]) == Some(0))
+            .expect("some user maps to node 0");
+        let p: Vec<Arc<RedisPresence>> = m
+            .iter()
+            .map(|c| RedisPresence::start(c.clone(), c.connection(), TIMING))
+            .collect();
+        // Every node has primed its view and knows all three members and presence nodes.
+        let deadline = Instant::now() + WAIT;
+        while !(p.iter().all(|q| q.view.lock().nodes == [0, 1, 2])
+            && m.iter().all(|c| c.nodes() == [0, 1, 2]))
+        {
+            assert!(Instant::now() < deadline, "the nodes never agreed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p[0].node_user_connected(&user);
+        assert_eq!(
+            emitted(&p[0], Duration::from_millis(50)).await,
+            [(user.clone(), true)]
+        );
+        let deadline = Instant::now() + WAIT;
+        while !(p[1].is_online(&user) && p[2].is_online(&user)) {
+            assert!(
+                Instant::now() < deadline,
+                "the others never saw {user} online"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Node 0's presence stops (its membership does not): the survivors must see the
+        // user's entry expire and one of them must say so.
+        let dead = p.into_iter().collect::<Vec<_>>();
+        let [p0, p1, p2]: [Arc<RedisPresence>; 3] = dead.try_into().expect("three");
+        drop(p0);
+        assert_eq!(m[1].nodes(), [0, 1, 2], "node 0 is still a live member");
+        let window = TIMING.ttl * 4 + Duration::from_millis(500);
+        let (a, b) = tokio::join!(emitted(&p1, window), emitted(&p2, window));
+        let mut all: Vec<(String, bool)> = a.into_iter().chain(b).collect();
+        all.sort();
+        assert_eq!(all, [(user.clone(), false)], "told exactly once");
+        assert!(!p1.is_online(&user) && !p2.is_online(&user));
+        assert!(p1.status(&user).last_seen_ms.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_joining_late_does_not_announce_users_already_online() {
+        let redis = RedisServer::start();
+        let a = member(&redis, 0).await;
+        let pa = RedisPresence::start(a.clone(), a.connection(), TIMING);
+        let users: Vec<String> = (0..20).map(|i| format!("early{i}")).collect();
+        for u in &users {
+            pa.node_user_connected(u);
+        }
+        assert_eq!(
+            emitted(&pa, Duration::from_millis(300)).await.len(),
+            users.len()
+        );
+        // Node 1 comes later and owns about half of them: none is news to anyone.
+        let b = member(&redis, 1).await;
+        let pb = RedisPresence::start(b.clone(), b.connection(), TIMING);
+        let (ea, eb) = tokio::join!(
+            emitted(&pa, Duration::from_secs(1)),
+            emitted(&pb, Duration::from_secs(1))
+        );
+        assert!(
+            users.iter().all(|u| pb.is_online(u)),
+            "node 1 sees them online"
+        );
+        assert_eq!((ea, eb), (Vec::new(), Vec::new()));
+        assert!(
+            users
+                .iter()
+                .any(|u| owner_among(slot_of(u), &[0, 1]) == Some(1)),
+            "the test covers users node 1 announces"
+        );
     }
 }
