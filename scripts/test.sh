@@ -35,6 +35,10 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
   apt_install redis-server
 fi
+# openssl makes the test CA and certificates of the Redis TLS tests.
+if ! command -v openssl >/dev/null 2>&1; then
+  apt_install openssl
+fi
 
 # schemathesis (PyPI) for the API fuzzing test, in a venv under target/.
 if [ "${ROOMCAST_SKIP_SCHEMATHESIS:-0}" != "1" ] && ! [ -x target/tools-venv/bin/schemathesis ]; then

@@ -194,7 +194,10 @@ impl Engine {
         bus_cfg: RedisBusConfig,
         cluster_cfg: ClusterConfig,
     ) -> Result<(Engine, EngineTasks), String> {
-        let cluster = Cluster::join(&bus_cfg.url, cluster_cfg)
+        let client = bus_cfg
+            .client()
+            .map_err(|e| format!("cluster: redis: {e}"))?;
+        let cluster = Cluster::join(client, cluster_cfg)
             .await
             .map_err(|e| format!("cluster: {e}"))?;
         cfg.node_id = cluster.node;

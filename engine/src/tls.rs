@@ -1,10 +1,13 @@
 //! TLS client settings for the connections roomcast opens to its backing services (the
 //! CQL cluster; Redis in cluster mode): which CA to trust and, for mutual TLS, the
 //! client certificate. Owns reading the PEM files and building one rustls
-//! `ClientConfig`; the callers hand it to their driver.
+//! `ClientConfig` for the CQL driver, and the one place a `redis::Client` is made
+//! ([`redis_client`]: the cluster, the bus and presence connect the same way).
 //!
 //! The crypto provider is named explicitly (aws-lc-rs) instead of relying on a
-//! process-wide default, so no other crate's choice can make the builder panic.
+//! process-wide default, so no other crate's choice can make the builder panic. redis-rs
+//! builds its own rustls config from PEM bytes with the process default, so before it
+//! does, [`redis_client`] installs aws-lc-rs as that default (if nothing else has).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,9 +83,80 @@ impl TlsFiles {
     }
 }
 
+/// A Redis client for `url`: `redis://` in the clear, `rediss://` over TLS. With `tls`
+/// the server's chain must end in its CA file (else the system's roots), and its client
+/// certificate is presented for servers that require one. A file that cannot be read
+/// fails here, named.
+pub fn redis_client(url: &str, tls: Option<&TlsFiles>) -> Result<redis::Client, redis::RedisError> {
+    if !url.starts_with("rediss://") {
+        return redis::Client::open(url);
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot read a TLS file",
+                format!("{}: {e}", path.display()),
+            ))
+        })
+    };
+    let certificates = match tls {
+        None => redis::TlsCertificates {
+            client_tls: None,
+            root_cert: None,
+        },
+        Some(t) => redis::TlsCertificates {
+            client_tls: match &t.client {
+                None => None,
+                Some((cert, key)) => Some(redis::ClientTlsConfig {
+                    client_cert: read(cert)?,
+                    client_key: read(key)?,
+                }),
+            },
+            root_cert: Some(read(&t.ca)?),
+        },
+    };
+    redis::Client::build_with_tls(url, certificates)
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redacted("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redacted("rediss://u:p@ss@h:1"), "rediss://u:***@h:1");
+        assert_eq!(redacted("redis://h:1/"), "redis://h:1/");
+        assert_eq!(redacted("redis://user@h:1/"), "redis://user@h:1/");
+    }
+
+    #[test]
+    fn a_redis_tls_file_that_cannot_be_read_is_named() {
+        let t = TlsFiles {
+            ca: "/nonexistent/ca.pem".into(),
+            client: None,
+        };
+        let e = redis_client("rediss://127.0.0.1:1/", Some(&t)).expect_err("no file");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        // The clear scheme ignores nothing silently: it just needs no files.
+        assert!(redis_client("redis://127.0.0.1:1/", None).is_ok());
+    }
 
     #[test]
     fn a_missing_or_empty_ca_file_is_named() {

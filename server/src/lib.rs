@@ -169,6 +169,7 @@ pub async fn run(
         None => Engine::start(config.engine.clone(), stores)?,
         Some(r) => {
             let mut bus = RedisBusConfig::new(&r.url);
+            bus.tls = r.tls.clone();
             bus.timeout = r.timeout;
             let cluster = ClusterConfig {
                 node_id: r.node_id,

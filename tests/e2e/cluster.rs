@@ -1439,3 +1439,96 @@ async fn recovery_reads(c: &Cluster, of: &[usize]) -> f64 {
     }
     n
 }
+
+/// `roomcast serve` with `env`, expected to fail at start-up: its output (killed, and
+/// the test failed, if it is still running after [`TIMEOUT`]).
+fn serve_fails(env: &[(String, String)]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("JWT_SECRET", crate::support::SECRET)
+        .env("PORT", "0")
+        .env("ROOMCAST_BIND", "127.0.0.1")
+        .env("ROOMCAST_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run roomcast");
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("roomcast serve kept running: it was expected to refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success(), "exited 0");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_client_certificate_carries_a_room_across_nodes() {
+    let Some(node) = node() else { return };
+    let ks = keyspace("redistls");
+    let env = cql_env(&node, &ks);
+    let (ok, text) = run_binary(&["migrate"], &env);
+    assert!(ok, "migrate: {text}");
+    let redis = RedisServer::start_tls();
+    let f = redis.tls_files();
+    let with = |ca: &std::path::Path| {
+        let mut e = env.clone();
+        for (k, v) in [
+            ("REDIS_URL", redis.url()),
+            ("ROOMCAST_REDIS_TLS_CA_FILE", ca.display().to_string()),
+            (
+                "ROOMCAST_REDIS_TLS_CERT_FILE",
+                f.client_cert.display().to_string(),
+            ),
+            (
+                "ROOMCAST_REDIS_TLS_KEY_FILE",
+                f.client_key.display().to_string(),
+            ),
+            ("ROOMCAST_CLUSTER_LEASE_MS", "1500".to_owned()),
+        ] {
+            e.push((k.to_owned(), v));
+        }
+        e
+    };
+    // A CA that did not sign the server's certificate: the node refuses to start and
+    // says why (the port speaks only TLS, so this also shows the bus uses it).
+    let text = serve_fails(&with(&f.other_ca));
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    // A CA file that is not there is named.
+    let text = serve_fails(&with(std::path::Path::new("/nonexistent/redis-ca.pem")));
+    assert!(text.contains("/nonexistent/redis-ca.pem"), "{text}");
+    // The right CA and a client certificate: two nodes, a room across them.
+    let env = with(&f.ca);
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(server_on(&env, &[("RATE_LIMIT_MAX_MESSAGES", "100000")]).await);
+    }
+    let c = Cluster {
+        redis: Some(redis),
+        nodes,
+        ks,
+    };
+    c.settled(2).await;
+    let room = "over-tls";
+    let mut peers = peers_on(&c.nodes, "tls", room).await;
+    publish_acked(&mut peers, room, 0, 20).await;
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 40);
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[1], room).await;
+}

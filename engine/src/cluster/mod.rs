@@ -225,13 +225,22 @@ return 1
 impl Cluster {
     /// Connects, claims a node id and runs the first round (so the node knows the live
     /// set and holds its first leases when it starts serving).
-    pub async fn join(url: &str, cfg: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
-        let client = redis::Client::open(url)?;
+    pub async fn join(
+        client: redis::Client,
+        cfg: ClusterConfig,
+    ) -> Result<Arc<Self>, ClusterError> {
         let manager_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))
             .set_number_of_retries(usize::MAX)
             .set_max_delay(Duration::from_secs(1));
+        // One connection first, dropped after: a manager retries forever, so a wrong
+        // CA, a refused client certificate or a bad password would show only as a
+        // timeout. This one fails with the reason.
+        let probe = tokio::time::timeout(cfg.timeout, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| ClusterError::Timeout(cfg.timeout))??;
+        drop(probe);
         let mut conn = tokio::time::timeout(
             cfg.timeout,
             client.get_connection_manager_with_config(manager_cfg),

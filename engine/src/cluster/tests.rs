@@ -33,10 +33,22 @@ async fn node(redis: &RedisServer, stores: &Stores) -> Engine {
 
 /// A node whose store reads (gap fills, recovery) take at most `page` messages each.
 async fn node_reading(redis: &RedisServer, stores: &Stores, page: usize) -> Engine {
-    let mut bus = RedisBusConfig::new(&redis.url());
+    start_node(bus_config(&redis.url(), None), stores, page)
+        .await
+        .expect("start a cluster node")
+}
+
+/// The bus settings of these tests: quick probes and position checks.
+fn bus_config(url: &str, tls: Option<crate::tls::TlsFiles>) -> RedisBusConfig {
+    let mut bus = RedisBusConfig::new(url);
+    bus.tls = tls;
     bus.ping_every = Duration::from_millis(500);
     bus.timeout = Duration::from_millis(500);
     bus.position_every = Duration::from_millis(500);
+    bus
+}
+
+async fn start_node(bus: RedisBusConfig, stores: &Stores, page: usize) -> Result<Engine, String> {
     let cfg = EngineConfig {
         shards: 2,
         rate: crate::ratelimit::RateLimitConfig {
@@ -46,10 +58,8 @@ async fn node_reading(redis: &RedisServer, stores: &Stores, page: usize) -> Engi
         recovery_max_messages: page,
         ..EngineConfig::default()
     };
-    let (engine, _tasks) = Engine::start_cluster(cfg, stores.clone(), bus, fast())
-        .await
-        .expect("start a cluster node");
-    engine
+    let (engine, _tasks) = Engine::start_cluster(cfg, stores.clone(), bus, fast()).await?;
+    Ok(engine)
 }
 
 /// Waits until every node sees `n` live nodes and the slots are spread over them.
@@ -153,7 +163,7 @@ fn seqs(c: &Conn) -> Vec<(u64, String)> {
 }
 
 /// Every acked message reached every member exactly once, in `seq` order, and every
-/// one of them is in history.
+/// one of them is in the history of room `r`.
 async fn check_exactly_once(members: &[&Conn], acked: &BTreeMap<u64, String>, stores: &Stores) {
     assert!(!acked.is_empty(), "nothing was acknowledged");
     for m in members {
@@ -272,6 +282,74 @@ async fn publishers_on_every_node_reach_every_member_once_in_one_order() {
     check_exactly_once(&members, &acked, &stores).await;
     // Two of three nodes forwarded (the owner sequenced its own publishers' messages).
     drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate_a_room_spans_nodes_and_a_wrong_ca_is_refused() {
+    let redis = RedisServer::start_tls();
+    let f = redis.tls_files();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("store"));
+    let page = EngineConfig::default().recovery_max_messages;
+    let files = |ca: &std::path::Path, client: bool| crate::tls::TlsFiles {
+        ca: ca.to_owned(),
+        client: client.then(|| (f.client_cert.clone(), f.client_key.clone())),
+    };
+    // The port speaks only TLS: a clear client gets nowhere.
+    let clear = format!("redis://127.0.0.1:{}/", redis.port);
+    let e = start_node(bus_config(&clear, None), &stores, page)
+        .await
+        .expect_err("a clear client cannot join a TLS-only Redis");
+    assert!(e.starts_with("cluster: redis:"), "{e}");
+    // A server certificate from a CA this node does not trust is refused, named.
+    let e = start_node(
+        bus_config(&redis.url(), Some(files(&f.other_ca, true))),
+        &stores,
+        page,
+    )
+    .await
+    .expect_err("wrong CA");
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    // The right CA but no client certificate: the server refuses the handshake.
+    let e = start_node(
+        bus_config(&redis.url(), Some(files(&f.ca, false))),
+        &stores,
+        page,
+    )
+    .await
+    .expect_err("the server requires a client certificate");
+    assert!(e.contains("CertificateRequired"), "{e}");
+    // The right CA and a client certificate: two nodes, one room across them.
+    let tls = || Some(files(&f.ca, true));
+    let a = start_node(bus_config(&redis.url(), tls()), &stores, page)
+        .await
+        .expect("node a over TLS");
+    let b = start_node(bus_config(&redis.url(), tls()), &stores, page)
+        .await
+        .expect("node b over TLS");
+    settled(&[&a, &b], 2).await;
+    let mut ua = Conn::open(&a, "ua").await;
+    let mut ub = Conn::open(&b, "ub").await;
+    ua.join("r").await;
+    ub.join("r").await;
+    for (n, conn) in [&mut ua, &mut ub].into_iter().enumerate() {
+        for i in 0..20 {
+            let frame = json!({"type": "message", "roomId": "r", "content": format!("m{n}-{i}"), "clientMsgId": format!("t{n}-{i}")});
+            conn.send(frame).await;
+        }
+    }
+    let mut acked = BTreeMap::new();
+    for conn in [&mut ua, &mut ub] {
+        conn.read_until("acks and every message", |f| {
+            f.iter().filter(|v| v["type"] == "ack").count() >= 20
+                && f.iter().filter(|v| v["type"] == "message").count() >= 40
+        })
+        .await;
+        assert!(conn.of_type("error").is_empty());
+        acked.extend(acks(conn));
+    }
+    assert_eq!(acked.len(), 40);
+    check_exactly_once(&[&ua, &ub], &acked, &stores).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,7 +306,8 @@ mod tests {
             ttl: Duration::from_secs(30),
             ..ClusterConfig::default()
         };
-        Cluster::join(&redis.url(), cfg).await.expect("join")
+        let client = redis::Client::open(redis.url()).expect("client");
+        Cluster::join(client, cfg).await.expect("join")
     }
 
     /// The transitions `p` emits within `d`.

@@ -167,6 +167,9 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("ROOMCAST_SCYLLA_TLS_CERT_FILE", unset()),
         ("ROOMCAST_SCYLLA_TLS_KEY_FILE", unset()),
         ("REDIS_URL", unset()),
+        ("ROOMCAST_REDIS_TLS_CA_FILE", unset()),
+        ("ROOMCAST_REDIS_TLS_CERT_FILE", unset()),
+        ("ROOMCAST_REDIS_TLS_KEY_FILE", unset()),
         (
             "ROOMCAST_REDIS_TIMEOUT_MS",
             DEFAULT_REDIS_TIMEOUT_MS.to_string(),

@@ -63,15 +63,29 @@ pub struct Config {
 }
 
 /// A cluster member's Redis settings (`REDIS_URL` and friends).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     pub url: String,
+    /// For `rediss://`: the CA to trust and an optional client certificate.
+    pub tls: Option<roomcast_engine::tls::TlsFiles>,
     /// The node id to claim (`ROOMCAST_NODE_ID` when set), else the first free one.
     pub node_id: Option<u16>,
     /// Connect and command timeout.
     pub timeout: Duration,
     /// Lease and membership lifetime.
     pub lease_ttl: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &roomcast_engine::tls::redacted(&self.url))
+            .field("tls", &self.tls)
+            .field("node_id", &self.node_id)
+            .field("timeout", &self.timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
 }
 
 /// The video provider: tokens are LiveKit access tokens (HS256 JWTs signed with the
@@ -178,18 +192,28 @@ fn redis_config(
     let Some(url) = get(env, "REDIS_URL") else {
         return Ok(None);
     };
-    if url.starts_with("rediss://") {
+    let tls_scheme = url.starts_with("rediss://");
+    if !tls_scheme && !url.starts_with("redis://") {
         return Err(ConfigError {
             var: "REDIS_URL",
-            problem:
-                "TLS to Redis (rediss://) is not supported yet; use redis:// on a private network"
-                    .into(),
+            problem: format!(
+                "expected redis:// or rediss://[user:password@]host:port[/db], got {:?}",
+                roomcast_engine::tls::redacted(&url)
+            ),
         });
     }
-    if !url.starts_with("redis://") {
+    let tls = tls_files(
+        env,
+        [
+            "ROOMCAST_REDIS_TLS_CA_FILE",
+            "ROOMCAST_REDIS_TLS_CERT_FILE",
+            "ROOMCAST_REDIS_TLS_KEY_FILE",
+        ],
+    )?;
+    if tls.is_some() && !tls_scheme {
         return Err(ConfigError {
-            var: "REDIS_URL",
-            problem: format!("expected redis://[user:password@]host:port[/db], got {url:?}"),
+            var: "ROOMCAST_REDIS_TLS_CA_FILE",
+            problem: "TLS files are for a rediss:// REDIS_URL; this one is redis:// (clear)".into(),
         });
     }
     if cql.is_none() {
@@ -206,6 +230,7 @@ fn redis_config(
     };
     Ok(Some(RedisConfig {
         url,
+        tls,
         node_id,
         timeout: Duration::from_millis(positive(
             env,
@@ -728,9 +753,52 @@ mod tests {
         .redis
         .expect("member");
         assert_eq!(r.node_id, Some(7));
+        let r = config(&[
+            cql,
+            ("REDIS_URL", "rediss://:pw@r:6380"),
+            ("ROOMCAST_REDIS_TLS_CA_FILE", "/etc/roomcast/redis-ca.pem"),
+            ("ROOMCAST_REDIS_TLS_CERT_FILE", "/etc/roomcast/c.pem"),
+            ("ROOMCAST_REDIS_TLS_KEY_FILE", "/etc/roomcast/c.key"),
+        ])
+        .expect("parse")
+        .redis
+        .expect("member");
+        let tls = r.tls.clone().expect("tls files");
+        assert_eq!(tls.ca, std::path::Path::new("/etc/roomcast/redis-ca.pem"));
+        assert!(tls.client.is_some());
+        assert!(
+            !format!("{r:?}").contains("pw"),
+            "the password stays out of logs: {r:?}"
+        );
+        let r = config(&[cql, ("REDIS_URL", "rediss://r:6380")])
+            .expect("TLS with the system's roots")
+            .redis
+            .expect("member");
+        assert!(r.tls.is_none());
+        assert_eq!(
+            config(&[
+                cql,
+                ("REDIS_URL", "redis://r:6379"),
+                ("ROOMCAST_REDIS_TLS_CA_FILE", "/etc/roomcast/redis-ca.pem"),
+            ])
+            .err()
+            .map(|e| e.var),
+            Some("ROOMCAST_REDIS_TLS_CA_FILE"),
+            "TLS files beside a clear URL are a mistake"
+        );
+        assert_eq!(
+            config(&[
+                cql,
+                ("REDIS_URL", "rediss://r:6379"),
+                ("ROOMCAST_REDIS_TLS_KEY_FILE", "/k"),
+            ])
+            .err()
+            .map(|e| e.var),
+            Some("ROOMCAST_REDIS_TLS_CERT_FILE")
+        );
         for bad in [
             vec![("REDIS_URL", "redis://r:6379")],
-            vec![cql, ("REDIS_URL", "rediss://r:6379")],
+            vec![("REDIS_URL", "rediss://r:6379")],
             vec![cql, ("REDIS_URL", "http://r:6379")],
         ] {
             assert_eq!(

@@ -39,6 +39,9 @@ use wire::EnvelopeId;
 pub struct RedisBusConfig {
     /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
     pub url: String,
+    /// For `rediss://`: the CA to trust (else the system's roots) and a client
+    /// certificate for mutual TLS.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Envelopes waiting for the publisher; beyond it a publish is dropped and counted.
     pub publish_queue: usize,
     /// Timeout of a connect and of each PING.
@@ -51,9 +54,15 @@ pub struct RedisBusConfig {
 }
 
 impl RedisBusConfig {
+    /// The one way this node makes a Redis client (see [`crate::tls::redis_client`]).
+    pub fn client(&self) -> Result<redis::Client, redis::RedisError> {
+        crate::tls::redis_client(&self.url, self.tls.as_ref())
+    }
+
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            tls: None,
             publish_queue: 65_536,
             timeout: Duration::from_secs(2),
             ping_every: Duration::from_secs(3),
@@ -134,7 +143,7 @@ impl RedisBus {
         inbound: Inbound,
         cluster: Option<ClusterLink>,
     ) -> Result<Arc<Self>, RedisBusError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
+        let client = cfg.client()?;
         let manager_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))
@@ -146,7 +155,11 @@ impl RedisBus {
         )
         .await
         .map_err(|_| {
-            redis::RedisError::from((redis::ErrorKind::Io, "connect timed out", cfg.url.clone()))
+            redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connect timed out",
+                crate::tls::redacted(&cfg.url),
+            ))
         })??;
         let (publish, publish_rx) = flume::bounded(cfg.publish_queue);
         let (subs, subs_rx) = flume::unbounded();
