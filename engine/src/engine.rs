@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -111,6 +111,8 @@ pub(crate) struct Inner {
 pub(crate) struct ClusterParts {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) forwarder: Arc<Forwarder>,
+    /// Set in `assemble` (it needs the bus and the presence timing).
+    pub(crate) roster: Option<Arc<crate::cluster::RedisRoster>>,
 }
 
 /// The queues made before the bus (the bus delivers into the shards' inbound queues,
@@ -216,6 +218,7 @@ impl Engine {
         let parts = ClusterParts {
             cluster: cluster.clone(),
             forwarder: forwarder.clone(),
+            roster: None,
         };
         let dyn_bus: Arc<dyn Bus> = bus.clone();
         let (engine, tasks) = Self::assemble(cfg, stores, queues, dyn_bus, Some(parts))?;
@@ -258,6 +261,15 @@ impl Engine {
             inbound,
             sessions,
         } = queues;
+        let mut cluster = cluster;
+        if let Some(c) = &mut cluster {
+            let every = c.cluster.presence_timing().every;
+            c.roster = Some(crate::cluster::RedisRoster::start(
+                c.cluster.clone(),
+                bus.clone(),
+                every,
+            ));
+        }
         let presence: Arc<dyn Presence> = match &cluster {
             None => Arc::new(MemoryPresence::default()),
             Some(c) => RedisPresence::start(
@@ -296,6 +308,7 @@ impl Engine {
                 bus: bus.clone(),
                 push: push_tx.clone(),
                 cluster: cluster.as_ref().map(|c| c.cluster.clone()),
+                roster: cluster.as_ref().and_then(|c| c.roster.clone()),
             };
             shards.push(cmd.0.clone());
             shard_tasks.push(Shard::spawn(shard_cfg, cmd, inbound_rx, deps));
@@ -599,8 +612,15 @@ impl Engine {
         }
     }
 
-    /// The users present in a room on this node (members of its shard's room).
+    /// The users present in a room: in a cluster, anywhere (the roster, falling back
+    /// to this node's members if Redis does not answer in time); on one node, the
+    /// members of its shard's room.
     pub async fn room_users(&self, room_id: &str) -> Vec<String> {
+        if let Some(roster) = self.inner.cluster.as_ref().and_then(|c| c.roster.as_ref())
+            && let Some(users) = roster.users(room_id, Duration::from_secs(1)).await
+        {
+            return users;
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         let cmd = ShardCmd::RoomUsers {
             room_id: room_id.to_owned(),

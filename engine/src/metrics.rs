@@ -60,6 +60,9 @@ pub const CLUSTER_SLOT_MOVES: &str = "roomcast_cluster_slot_moves_total";
 pub const CLUSTER_FORWARDED: &str = "roomcast_cluster_forwarded_total";
 pub const RATE_LIMIT_FALLBACKS: &str = "roomcast_rate_limit_fallbacks_total";
 pub const PRESENCE_UPDATES: &str = "roomcast_presence_updates_total";
+pub const ROSTER_CHANGES: &str = "roomcast_room_roster_changes_total";
+pub const ROSTER_DROPPED: &str = "roomcast_room_roster_dropped_total";
+pub const ROSTER_REWRITES: &str = "roomcast_room_roster_rewrites_total";
 pub const ROOM_POSITION_LOADS: &str = "roomcast_room_position_loads_total";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
@@ -184,6 +187,18 @@ pub fn describe() {
     describe_counter!(
         PRESENCE_UPDATES,
         "Users going online or offline (change=online|offline)."
+    );
+    describe_counter!(
+        ROSTER_CHANGES,
+        "Users entering or leaving a room cluster-wide, announced by this node (change=online|offline; cluster mode)."
+    );
+    describe_counter!(
+        ROSTER_DROPPED,
+        "Room roster updates dropped because the roster queue was full (cluster mode)."
+    );
+    describe_counter!(
+        ROSTER_REWRITES,
+        "Times this node wrote its whole room roster share again because Redis had lost it (cluster mode)."
     );
     describe_counter!(
         ROOM_POSITION_LOADS,

@@ -1532,3 +1532,126 @@ async fn redis_over_tls_with_a_client_certificate_carries_a_room_across_nodes() 
     let refs: Vec<&Peer> = peers.iter().collect();
     check(&refs, &acked, &c.nodes[1], room).await;
 }
+
+/// The next `presence` frame, skipping others.
+async fn presence_of(c: &mut crate::support::Client) -> Value {
+    c.next_of("presence").await
+}
+
+/// `get_online_users` for `room` on `c`'s node.
+async fn online_in(c: &mut crate::support::Client, room: &str) -> Value {
+    c.send_json(json!({"type": "get_online_users", "roomId": room}))
+        .await;
+    c.next_of("online_users").await["users"].clone()
+}
+
+/// Nothing of type `presence` arrives on `c` within `d` (other frames are skipped; a
+/// closed connection fails the test).
+async fn no_presence_within(c: &mut crate::support::Client, d: Duration) {
+    let end = Instant::now() + d;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match c.next_within(left).await {
+            None => return,
+            Some(Event::Json(v)) if v["type"] == "presence" => panic!("unexpected {v}"),
+            Some(Event::Json(_)) => continue,
+            Some(other) => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn room_presence_counts_and_online_users_span_the_cluster_and_a_dead_node_leaves_once() {
+    let Some(mut c) = Cluster::start("roster", 3).await else {
+        return;
+    };
+    let room = "lobby";
+    let mut ann = c.nodes[0].connect("ann", room).await;
+    ann.next_of("room_joined").await;
+    let mut bob = c.nodes[1].connect("bob", room).await;
+    bob.next_of("room_joined").await;
+    // A member on another node hears the newcomer, with the cluster's count.
+    let p = presence_of(&mut ann).await;
+    assert_eq!(
+        (
+            p["userId"].as_str(),
+            p["status"].as_str(),
+            p["memberCount"].as_u64()
+        ),
+        (Some("bob"), Some("online"), Some(2)),
+        "{p}"
+    );
+    let mut carol = c.nodes[2].connect("carol", room).await;
+    carol.next_of("room_joined").await;
+    for m in [&mut ann, &mut bob] {
+        let p = presence_of(m).await;
+        assert_eq!(
+            (
+                p["userId"].as_str(),
+                p["status"].as_str(),
+                p["memberCount"].as_u64()
+            ),
+            (Some("carol"), Some("online"), Some(3)),
+            "{p}"
+        );
+    }
+    // Any node answers for the whole room.
+    assert_eq!(
+        online_in(&mut carol, room).await,
+        json!(["ann", "bob", "carol"])
+    );
+    assert_eq!(
+        online_in(&mut ann, room).await,
+        json!(["ann", "bob", "carol"])
+    );
+    // Bob's second session, on a third node, is not news; nor is its leaving.
+    let mut bob2 = c.nodes[2].connect("bob", room).await;
+    let joined = bob2.next_of("room_joined").await;
+    assert_eq!(joined["memberCount"], 3, "{joined}");
+    drop(bob2);
+    no_presence_within(&mut ann, Duration::from_secs(2)).await;
+    assert_eq!(
+        online_in(&mut ann, room).await,
+        json!(["ann", "bob", "carol"])
+    );
+    // Ann's node dies without a word: the others hear her leave once, within the
+    // node id lease plus a round, and she is gone from the room everywhere.
+    let killed = Instant::now();
+    c.nodes[0].kill9().await;
+    for m in [&mut bob, &mut carol] {
+        let p = presence_of(m).await;
+        assert_eq!(
+            (
+                p["userId"].as_str(),
+                p["status"].as_str(),
+                p["memberCount"].as_u64()
+            ),
+            (Some("ann"), Some("offline"), Some(2)),
+            "{p}"
+        );
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(online_in(&mut bob, room).await, json!(["bob", "carol"]));
+    no_presence_within(&mut carol, Duration::from_secs(2)).await;
+    // A clean leave is heard at once, with the count.
+    bob.send_json(json!({"type": "leave_room", "roomId": room}))
+        .await;
+    let p = presence_of(&mut carol).await;
+    assert_eq!(
+        (
+            p["userId"].as_str(),
+            p["status"].as_str(),
+            p["memberCount"].as_u64()
+        ),
+        (Some("bob"), Some("offline"), Some(1)),
+        "{p}"
+    );
+    assert_eq!(online_in(&mut carol, room).await, json!(["carol"]));
+}

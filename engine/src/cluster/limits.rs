@@ -91,7 +91,7 @@ pub enum ConnCheck {
 }
 
 impl Cluster {
-    fn mine(&self) -> String {
+    pub(crate) fn mine(&self) -> String {
         format!("{}:{}", self.node, self.instance)
     }
 

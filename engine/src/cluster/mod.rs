@@ -40,10 +40,12 @@ use crate::metrics as m;
 
 pub(crate) mod forward;
 mod limits;
+pub mod roster;
 pub(crate) mod upkeep;
 
 pub use forward::NodeMsg;
 pub use limits::ConnCheck;
+pub use roster::RedisRoster;
 
 /// Room slots: enough that ownership moves in small steps, few enough that one round
 /// renews a node's share in one script.

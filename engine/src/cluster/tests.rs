@@ -434,3 +434,62 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
         .await;
     check_exactly_once(&[&member], &acked, &stores).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_roster_is_written_again_after_redis_restarts_empty_and_nobody_hears_a_change() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("store"));
+    let (a, b) = (node(&redis, &stores).await, node(&redis, &stores).await);
+    settled(&[&a, &b], 2).await;
+    let mut ua = Conn::open(&a, "ua").await;
+    let mut ub = Conn::open(&b, "ub").await;
+    ua.join("r").await;
+    ub.join("r").await;
+    // ua hears ub arrive (the cluster-wide first session), with the cluster's count.
+    ua.read_until("ub's presence", |f| {
+        f.iter().any(|v| v["type"] == "presence")
+    })
+    .await;
+    let p = ua.of_type("presence")[0].clone();
+    assert_eq!(
+        (
+            p["userId"].as_str(),
+            p["status"].as_str(),
+            p["memberCount"].as_u64()
+        ),
+        (Some("ub"), Some("online"), Some(2)),
+        "{p}"
+    );
+    assert_eq!(a.room_users("r").await, ["ua", "ub"]);
+    redis.kill();
+    redis.spawn();
+    // Each node writes its share again once it holds its node id again.
+    let deadline = Instant::now() + WAIT;
+    for e in [&a, &b] {
+        while e.room_users("r").await != ["ua", "ub"] {
+            assert!(
+                Instant::now() < deadline,
+                "the roster was not written again"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Nobody came or went: a later real change is the next presence frame each hears.
+    ub.send(json!({"type": "leave_room", "roomId": "r"})).await;
+    ua.read_until("ub's leaving", |f| {
+        f.iter().filter(|v| v["type"] == "presence").count() >= 2
+    })
+    .await;
+    let p = ua.of_type("presence")[1].clone();
+    assert_eq!(
+        (
+            p["userId"].as_str(),
+            p["status"].as_str(),
+            p["memberCount"].as_u64()
+        ),
+        (Some("ub"), Some("offline"), Some(1)),
+        "no announcement in between: {p}"
+    );
+    assert_eq!(b.room_users("r").await, ["ua"]);
+}

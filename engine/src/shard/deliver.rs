@@ -34,12 +34,15 @@ enum Strict {
 
 /// The `room_joined` frame: where the room stands as far as this node knows (its
 /// sequencer's position here, or what was delivered here when another node orders it).
-fn room_joined(room_id: &str, room: &Room) -> bytes::Bytes {
+/// `cluster_count` is the roster's member count in a cluster (never below the members
+/// this node holds).
+fn room_joined(room_id: &str, room: &Room, cluster_count: Option<usize>) -> bytes::Bytes {
     let shown = match room.delivered.or(room.floor) {
         Some(d) if d.seq > room.position.seq => d,
         _ => room.position,
     };
-    protocol::encode_room_joined(room_id, room.users.len(), shown.last_id, shown.seq)
+    let count = room.users.len().max(cluster_count.unwrap_or(0));
+    protocol::encode_room_joined(room_id, count, shown.last_id, shown.seq)
 }
 
 impl Shard {
@@ -159,6 +162,7 @@ impl Shard {
             kind,
             result,
         } = f;
+        let count = self.roster.as_ref().and_then(|r| r.count(&room_id));
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
@@ -184,7 +188,7 @@ impl Shard {
                 }
                 let now = Instant::now();
                 for outbox in room.positioning.take().unwrap_or_default() {
-                    outbox.push(room_joined(&room_id, room), now);
+                    outbox.push(room_joined(&room_id, room, count), now);
                 }
                 Strict::Yes
             }
@@ -215,7 +219,7 @@ impl Shard {
             (kind, Err(e)) => {
                 let now = Instant::now();
                 for outbox in room.positioning.take().unwrap_or_default() {
-                    outbox.push(room_joined(&room_id, room), now);
+                    outbox.push(room_joined(&room_id, room, count), now);
                 }
                 metrics::counter!(m::BUS_FILL_FAILED).increment(1);
                 tracing::warn!(error = %e, room_id, ?kind, "delivery read failed; going on without it");
@@ -292,6 +296,8 @@ impl Shard {
             .get(&room_id)
             .is_none_or(|r| r.members.is_empty());
         let clustered = self.cluster.is_some();
+        let roster = self.roster.clone();
+        let count = roster.as_ref().and_then(|r| r.count(&room_id));
         let room = self.room_entry(&room_id);
         if audience.is_some() {
             room.audience = audience;
@@ -306,7 +312,11 @@ impl Shard {
                 *n += 1;
                 *n == 1
             };
-            if first_of_user {
+            if first_of_user && let Some(r) = &roster {
+                // Whether this is the user's first session anywhere, and the count,
+                // are the roster's to say: it tells every node's members.
+                r.joined(&room_id, &user.user_id, &user.username);
+            } else if first_of_user {
                 let frame = protocol::encode_presence(
                     &user.user_id,
                     &user.username,
@@ -341,7 +351,7 @@ impl Shard {
         if let Some(waiting) = &mut room.positioning {
             waiting.push(outbox.clone());
         } else {
-            let frame = room_joined(&room_id, room);
+            let frame = room_joined(&room_id, room, count);
             outbox.push(frame, now);
         }
         if first_member {
@@ -384,7 +394,9 @@ impl Shard {
             }
             None => false,
         };
-        if last_of_user && !room.members.is_empty() {
+        if last_of_user && let Some(r) = &self.roster {
+            r.left(&room_id, user_id, &member.user.username);
+        } else if last_of_user && !room.members.is_empty() {
             let frame = protocol::encode_presence(
                 user_id,
                 &member.user.username,

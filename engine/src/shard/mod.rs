@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 
 use crate::bus::{Bus, Envelope};
 use crate::clock::now_unix_ms;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, RedisRoster};
 use crate::ids::{ConnId, IdGenerator, MessageId};
 use crate::message::ChatMessage;
 use crate::metrics as m;
@@ -145,6 +145,9 @@ pub(crate) struct ShardDeps {
     pub push: Option<flume::Sender<PushJob>>,
     /// In a cluster: who sequences which room (`None` on one node).
     pub cluster: Option<Arc<Cluster>>,
+    /// In a cluster: who is in which room anywhere (`None` on one node, where a room's
+    /// shard knows all its members).
+    pub roster: Option<Arc<RedisRoster>>,
 }
 
 /// Positions of idle rooms (with the lease they were learnt under), oldest forgotten
@@ -194,6 +197,7 @@ pub(crate) struct Shard {
     /// Push notification jobs for the server's webhook worker; `None` when off.
     push: Option<flume::Sender<PushJob>>,
     cluster: Option<Arc<Cluster>>,
+    roster: Option<Arc<RedisRoster>>,
 }
 
 impl Shard {
@@ -220,6 +224,7 @@ impl Shard {
             bus: deps.bus,
             push: deps.push,
             cluster: deps.cluster,
+            roster: deps.roster,
         };
         drop(tx);
         tokio::spawn(shard.run(rx, inbound))
