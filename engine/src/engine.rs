@@ -47,6 +47,10 @@ pub struct EngineConfig {
     pub max_connections_per_user: usize,
     /// Most messages one recovery replays.
     pub recovery_max_messages: usize,
+    /// `presence` frames (a user entering or leaving) go to the members of rooms of at
+    /// most this many users (counting the user); bigger rooms stay quiet (each join would otherwise cost a
+    /// frame per member: quadratic in a reconnect storm). 0: never.
+    pub room_presence_max_members: usize,
     /// Recent `clientMsgId`s remembered per room for in-memory dedupe.
     pub dedupe_window: usize,
     pub writer_queue: usize,
@@ -72,6 +76,7 @@ impl Default for EngineConfig {
             max_rooms_per_connection: 100,
             max_connections_per_user: 32,
             recovery_max_messages: 1000,
+            room_presence_max_members: 1000,
             dedupe_window: 1024,
             writer_queue: 131_072,
             writer_max_batch: 4096,
@@ -268,6 +273,7 @@ impl Engine {
                 c.cluster.clone(),
                 bus.clone(),
                 every,
+                cfg.room_presence_max_members,
             ));
         }
         let presence: Arc<dyn Presence> = match &cluster {
@@ -296,6 +302,7 @@ impl Engine {
                 index,
                 node_id: cfg.node_id,
                 recovery_max_messages: cfg.recovery_max_messages,
+                room_presence_max_members: cfg.room_presence_max_members,
                 dedupe_window: cfg.dedupe_window,
                 idle_positions: cfg.idle_positions,
             };

@@ -472,3 +472,47 @@ async fn a_crowd_recovering_one_room_shares_a_few_reads_and_each_gets_exactly_it
     );
     eprintln!("{reads} store reads for {CROWD} recoveries");
 }
+
+#[tokio::test]
+async fn presence_frames_stop_above_the_room_size_limit_and_resume_below_it() {
+    let n = node(EngineConfig {
+        room_presence_max_members: 2,
+        ..EngineConfig::default()
+    });
+    let mut a = Conn::open(&n, "a").await;
+    let mut b = Conn::open(&n, "b").await;
+    let mut c = Conn::open(&n, "c").await;
+    a.join("big", None).await;
+    b.join("big", None).await;
+    // Two users: within the limit, so a hears b.
+    let p = a.next_of("presence").await;
+    assert_eq!(
+        (p["userId"].as_str(), p["memberCount"].as_u64()),
+        (Some("b"), Some(2)),
+        "{p}"
+    );
+    // A third user makes the room bigger than the limit: nobody hears c come or go.
+    let joined = c.join("big", None).await;
+    assert_eq!(joined["memberCount"], 3, "the count still counts everyone");
+    c.send(json!({"type": "leave_room", "roomId": "big"})).await;
+    settle(&n, "big").await;
+    let heard: Vec<Value> = a
+        .drain()
+        .into_iter()
+        .chain(b.drain())
+        .filter(|v| v["type"] == "presence")
+        .collect();
+    assert!(heard.is_empty(), "quiet above the limit: {heard:?}");
+    // Back within it: b leaving a room of two is heard.
+    b.send(json!({"type": "leave_room", "roomId": "big"})).await;
+    let p = a.next_of("presence").await;
+    assert_eq!(
+        (
+            p["userId"].as_str(),
+            p["status"].as_str(),
+            p["memberCount"].as_u64()
+        ),
+        (Some("b"), Some("offline"), Some(1)),
+        "{p}"
+    );
+}

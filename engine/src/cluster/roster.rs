@@ -162,7 +162,14 @@ impl std::fmt::Debug for RedisRoster {
 impl RedisRoster {
     /// Starts the roster task on the current runtime; it sweeps every `every` and ends
     /// when the roster is dropped.
-    pub fn start(cluster: Arc<Cluster>, bus: Arc<dyn Bus>, every: Duration) -> Arc<Self> {
+    /// `max_members`: presence frames are announced in rooms of at most this many users
+    /// (see [`crate::EngineConfig::room_presence_max_members`]).
+    pub fn start(
+        cluster: Arc<Cluster>,
+        bus: Arc<dyn Bus>,
+        every: Duration,
+        max_members: usize,
+    ) -> Arc<Self> {
         let (tx, rx) = flume::bounded(QUEUE);
         let roster = Arc::new(Self {
             tx,
@@ -176,6 +183,7 @@ impl RedisRoster {
             bus,
             rx,
             every,
+            max_members,
             share: HashMap::new(),
             pending: VecDeque::new(),
         };
@@ -236,6 +244,7 @@ struct Task {
     bus: Arc<dyn Bus>,
     rx: flume::Receiver<Op>,
     every: Duration,
+    max_members: usize,
     /// This instance's share: room -> user -> username (what a rewrite writes again).
     share: HashMap<String, HashMap<String, String>>,
     /// Taken from the queue, not yet applied (a failed call leaves its batch here).
@@ -339,6 +348,12 @@ impl Task {
 
     /// Tells every node's members of `room` (the user's own sessions excepted).
     fn announce(&self, room: &str, user: &str, name: &str, online: bool, count: usize) {
+        // The room's size at its biggest around the change: a join counts the user, a
+        // leave counted them just before.
+        let size = if online { count } else { count + 1 };
+        if size > self.max_members {
+            return;
+        }
         let change = if online { "online" } else { "offline" };
         metrics::counter!(m::ROSTER_CHANGES, "change" => change).increment(1);
         self.bus.publish(Envelope::RoomEvent(Box::new(RoomEvent {

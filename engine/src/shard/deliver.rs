@@ -298,6 +298,7 @@ impl Shard {
         let clustered = self.cluster.is_some();
         let roster = self.roster.clone();
         let count = roster.as_ref().and_then(|r| r.count(&room_id));
+        let presence_max = self.cfg.room_presence_max_members;
         let room = self.room_entry(&room_id);
         if audience.is_some() {
             room.audience = audience;
@@ -316,7 +317,7 @@ impl Shard {
                 // Whether this is the user's first session anywhere, and the count,
                 // are the roster's to say: it tells every node's members.
                 r.joined(&room_id, &user.user_id, &user.username);
-            } else if first_of_user {
+            } else if first_of_user && room.users.len() <= presence_max {
                 let frame = protocol::encode_presence(
                     &user.user_id,
                     &user.username,
@@ -396,7 +397,10 @@ impl Shard {
         };
         if last_of_user && let Some(r) = &self.roster {
             r.left(&room_id, user_id, &member.user.username);
-        } else if last_of_user && !room.members.is_empty() {
+        } else if last_of_user
+            && !room.members.is_empty()
+            && room.users.len() < self.cfg.room_presence_max_members
+        {
             let frame = protocol::encode_presence(
                 user_id,
                 &member.user.username,

@@ -125,6 +125,8 @@ pub(crate) struct ShardConfig {
     pub index: usize,
     pub node_id: u16,
     pub recovery_max_messages: usize,
+    /// See [`crate::EngineConfig::room_presence_max_members`].
+    pub room_presence_max_members: usize,
     pub dedupe_window: usize,
     /// Positions of rooms with nobody in them kept per shard, so a room that only REST
     /// sends reach (no member) does not read its position from the store every time.

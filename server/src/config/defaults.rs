@@ -95,6 +95,10 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             "ROOMCAST_RECOVERY_MAX_MESSAGES",
             e.recovery_max_messages.to_string(),
         ),
+        (
+            "ROOMCAST_ROOM_PRESENCE_MAX_MEMBERS",
+            e.room_presence_max_members.to_string(),
+        ),
         ("ROOMCAST_DEDUPE_WINDOW", e.dedupe_window.to_string()),
         ("ROOMCAST_SHARDS", "cores".to_owned()),
         ("ROOMCAST_SHARD_QUEUE", e.shard_queue.to_string()),

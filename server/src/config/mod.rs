@@ -437,6 +437,11 @@ impl Config {
                 "ROOMCAST_RECOVERY_MAX_MESSAGES",
                 defaults.recovery_max_messages,
             )?,
+            room_presence_max_members: parse(
+                env,
+                "ROOMCAST_ROOM_PRESENCE_MAX_MEMBERS",
+                defaults.room_presence_max_members,
+            )?,
             dedupe_window: positive(env, "ROOMCAST_DEDUPE_WINDOW", defaults.dedupe_window)?,
             writer_queue: positive(env, "ROOMCAST_HISTORY_QUEUE", defaults.writer_queue)?,
             writer_max_batch: positive(
