@@ -10,6 +10,7 @@
 # (or $PERF_OUT): NAME.txt (the driver's table), NAME.jsonl, NAME.node*.metrics.
 # CPU per delivery sums every node's CPU (not Cassandra's or Redis').
 # Usage: bash loadtest/cluster.sh [big1 big2 private1 private2 ...]. Bounded: 10 s steps.
+# BIG_RATES / PRIVATE_RATES (comma-separated msgs/s) replace the default steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p roomcast-server -p roomcast-loadtest
@@ -74,10 +75,10 @@ scenarios=("$@")
 if [ ${#scenarios[@]} -eq 0 ]; then scenarios=(big1 big2 private1 private2); fi
 for s in "${scenarios[@]}"; do
   case $s in
-    big1) run big1 1 room --rooms 1 --members 2001 --publishers 1 --rates 25,50,100,150,200 --step-secs 10 --procs 2 ;;
-    big2) run big2 2 room --rooms 1 --members 2001 --publishers 1 --rates 25,50,100,150,200 --step-secs 10 --procs 2 ;;
-    private1) run private1 1 room --rooms 2500 --members 2 --publishers 2 --rates 1000,2000,5000,10000 --step-secs 10 --procs 2 ;;
-    private2) run private2 2 room --rooms 2500 --members 2 --publishers 2 --rates 1000,2000,5000,10000 --step-secs 10 --procs 2 ;;
+    big1) run big1 1 room --rooms 1 --members 2001 --publishers 1 --rates "${BIG_RATES:-25,50,100,150,200}" --step-secs 10 --procs 2 ;;
+    big2) run big2 2 room --rooms 1 --members 2001 --publishers 1 --rates "${BIG_RATES:-25,50,100,150,200}" --step-secs 10 --procs 2 ;;
+    private1) run private1 1 room --rooms 2500 --members 2 --publishers 2 --rates "${PRIVATE_RATES:-250,500,1000,2000,5000}" --step-secs 10 --procs 2 ;;
+    private2) run private2 2 room --rooms 2500 --members 2 --publishers 2 --rates "${PRIVATE_RATES:-250,500,1000,2000,5000}" --step-secs 10 --procs 2 ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done

@@ -1533,6 +1533,19 @@ async fn redis_over_tls_with_a_client_certificate_carries_a_room_across_nodes() 
     check(&refs, &acked, &c.nodes[1], room).await;
 }
 
+/// `p` is a `presence` frame saying `user` went `status`, the room now `count` strong.
+fn assert_presence(p: &Value, user: &str, status: &str, count: u64) {
+    assert_eq!(
+        (
+            p["userId"].as_str(),
+            p["status"].as_str(),
+            p["memberCount"].as_u64()
+        ),
+        (Some(user), Some(status), Some(count)),
+        "{p}"
+    );
+}
+
 /// The next `presence` frame, skipping others.
 async fn presence_of(c: &mut crate::support::Client) -> Value {
     c.next_of("presence").await
@@ -1575,28 +1588,12 @@ async fn room_presence_counts_and_online_users_span_the_cluster_and_a_dead_node_
     bob.next_of("room_joined").await;
     // A member on another node hears the newcomer, with the cluster's count.
     let p = presence_of(&mut ann).await;
-    assert_eq!(
-        (
-            p["userId"].as_str(),
-            p["status"].as_str(),
-            p["memberCount"].as_u64()
-        ),
-        (Some("bob"), Some("online"), Some(2)),
-        "{p}"
-    );
+    assert_presence(&p, "bob", "online", 2);
     let mut carol = c.nodes[2].connect("carol", room).await;
     carol.next_of("room_joined").await;
     for m in [&mut ann, &mut bob] {
         let p = presence_of(m).await;
-        assert_eq!(
-            (
-                p["userId"].as_str(),
-                p["status"].as_str(),
-                p["memberCount"].as_u64()
-            ),
-            (Some("carol"), Some("online"), Some(3)),
-            "{p}"
-        );
+        assert_presence(&p, "carol", "online", 3);
     }
     // Any node answers for the whole room.
     assert_eq!(
@@ -1623,15 +1620,7 @@ async fn room_presence_counts_and_online_users_span_the_cluster_and_a_dead_node_
     c.nodes[0].kill9().await;
     for m in [&mut bob, &mut carol] {
         let p = presence_of(m).await;
-        assert_eq!(
-            (
-                p["userId"].as_str(),
-                p["status"].as_str(),
-                p["memberCount"].as_u64()
-            ),
-            (Some("ann"), Some("offline"), Some(2)),
-            "{p}"
-        );
+        assert_presence(&p, "ann", "offline", 2);
     }
     assert!(
         killed.elapsed() < Duration::from_secs(10),
@@ -1644,14 +1633,6 @@ async fn room_presence_counts_and_online_users_span_the_cluster_and_a_dead_node_
     bob.send_json(json!({"type": "leave_room", "roomId": room}))
         .await;
     let p = presence_of(&mut carol).await;
-    assert_eq!(
-        (
-            p["userId"].as_str(),
-            p["status"].as_str(),
-            p["memberCount"].as_u64()
-        ),
-        (Some("bob"), Some("offline"), Some(1)),
-        "{p}"
-    );
+    assert_presence(&p, "bob", "offline", 1);
     assert_eq!(online_in(&mut carol, room).await, json!(["carol"]));
 }
