@@ -284,9 +284,30 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// When publisher `index` sends in step `k` (wall clock, µs): the step's
+    /// `rates[k] * step` messages are spread evenly over the step, message `g` at
+    /// `start + g * step / total`, and dealt round-robin to the publishers (publisher `i`
+    /// sends `g = i, i + p, i + 2p, ...`). So every send falls inside its step however
+    /// few messages each publisher has (fewer than one each included).
+    pub fn sends(&self, k: usize, index: usize) -> Vec<u64> {
+        let Some(&rate) = self.rates.get(k) else {
+            return Vec::new();
+        };
+        let total = (rate * self.step.as_secs_f64()).round().max(0.0) as u64;
+        let p = self.publishers.max(1) as u64;
+        let start = self.step_start_us(k);
+        let step_us = self.step.as_micros() as u64;
+        (index as u64..total)
+            .step_by(p as usize)
+            .map(|g| start + g * step_us / total)
+            .collect()
+    }
+}
+
 /// Publishes open-loop: in step k, this publisher sends its share of `rates[k] * step`
-/// messages, each at its scheduled time (immediately if behind). Returns messages sent
-/// per step.
+/// messages, each at its scheduled time (immediately if behind; see
+/// [`Schedule::sends`]). Returns messages sent per step.
 pub async fn publish_loop(
     write: SharedWrite,
     room: String,
@@ -296,22 +317,8 @@ pub async fn publish_loop(
 ) -> Vec<u64> {
     let mut sent = vec![0u64; plan.rates.len()];
     let mut seq: u64 = 0;
-    let publishers = plan.publishers.max(1);
-    // Spread publishers' schedules across the interval so they do not fire in lockstep.
-    let phase = index as f64 / publishers as f64;
-    for (k, rate) in plan.rates.iter().enumerate() {
-        let per_pub = rate / publishers as f64;
-        if per_pub <= 0.0 {
-            continue;
-        }
-        // Split the step's total exactly: publisher i sends its share of the rounding.
-        let total = (rate * plan.step.as_secs_f64()).round() as u64;
-        let (p, i) = (publishers as u64, index as u64);
-        let n = (i + 1) * total / p - i * total / p;
-        let interval_us = 1e6 / per_pub;
-        let start = plan.step_start_us(k);
-        for j in 0..n {
-            let sched_us = start + ((j as f64 + phase) * interval_us) as u64;
+    for k in 0..plan.rates.len() {
+        for sched_us in plan.sends(k, index) {
             tokio::time::sleep_until(clock.instant_at(sched_us).into()).await;
             let mut content = format!("LT|{k}|{index}|{seq}|{sched_us}|");
             while content.len() < plan.size {
@@ -339,6 +346,43 @@ pub async fn publish_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_send_falls_inside_its_step_and_the_steps_total_is_exact() {
+        for (rate, publishers) in [
+            (250.0, 5000),
+            (100.0, 5000),
+            (1000.0, 5000),
+            (25.0, 1),
+            (7.0, 3),
+        ] {
+            let plan = Schedule {
+                t0_unix_us: 1_000_000,
+                rates: vec![rate, rate],
+                step: Duration::from_secs(10),
+                gap: Duration::from_secs(2),
+                publishers,
+                size: 0,
+            };
+            for k in 0..2 {
+                let start = plan.step_start_us(k);
+                let end = start + 10_000_000;
+                let mut all: Vec<u64> = (0..publishers).flat_map(|i| plan.sends(k, i)).collect();
+                assert_eq!(all.len() as f64, rate * 10.0, "rate {rate} x {publishers}");
+                assert!(
+                    all.iter().all(|&t| (start..end).contains(&t)),
+                    "rate {rate} x {publishers}"
+                );
+                // Evenly spread: consecutive sends are step / total apart.
+                all.sort_unstable();
+                let gap = 10_000_000 / (rate * 10.0) as u64;
+                assert!(
+                    all.windows(2).all(|w| w[1] - w[0] <= gap + 1),
+                    "rate {rate} x {publishers}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn markers_round_trip() {
