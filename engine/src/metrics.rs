@@ -150,7 +150,7 @@ pub fn describe() {
     );
     describe_counter!(
         BUS_FILL_FAILED,
-        "Gap fills or position reads that failed (delivery went on without them)."
+        "Gap fills or position reads that failed (a gap is read again; a position read goes on without)."
     );
     describe_counter!(
         BUS_FENCED,

@@ -352,8 +352,84 @@ async fn over_tls_with_a_client_certificate_a_room_spans_nodes_and_a_wrong_ca_is
     check_exactly_once(&[&ua, &ub], &acked, &stores).await;
 }
 
+/// A history store whose next `fail` page reads fail (the rest passes through), so a
+/// test can make a node's gap fills fail the way a store outage would.
+struct FailingPages {
+    inner: Arc<dyn crate::HistoryStore>,
+    fail: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crate::HistoryStore for FailingPages {
+    fn backend(&self) -> &'static str {
+        "failing-pages"
+    }
+    async fn append(
+        &self,
+        batch: crate::store::WriteBatch,
+    ) -> Result<Vec<crate::store::AppendOutcome>, crate::store::StoreError> {
+        self.inner.append(batch).await
+    }
+    async fn page(
+        &self,
+        room: &str,
+        q: PageQuery,
+    ) -> Result<Vec<crate::message::ChatMessage>, crate::store::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .fail
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.failed.fetch_add(1, SeqCst);
+            return Err(crate::store::StoreError::Backend("injected outage".into()));
+        }
+        self.inner.page(room, q).await
+    }
+    async fn get(
+        &self,
+        room: &str,
+        id: u64,
+    ) -> Result<Option<crate::message::ChatMessage>, crate::store::StoreError> {
+        self.inner.get(room, id).await
+    }
+    async fn tombstone(&self, room: &str, id: u64) -> Result<bool, crate::store::StoreError> {
+        self.inner.tombstone(room, id).await
+    }
+    async fn find_client_msg(
+        &self,
+        room: &str,
+        user: &str,
+        cid: &str,
+    ) -> Result<Option<u64>, crate::store::StoreError> {
+        self.inner.find_client_msg(room, user, cid).await
+    }
+    async fn audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::AuditEntry>, crate::store::StoreError> {
+        self.inner.audit_page(after, limit).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_the_store() {
+    redis_restart_gap(0, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_fill_that_fails_is_read_again_and_nothing_is_skipped() {
+    // Away longer than the publisher retries (10 s): what was acked meanwhile is never
+    // published, so the member's node must read it from the store.
+    redis_restart_gap(3, Duration::from_secs(11)).await;
+}
+
+/// Redis is away for `outage` and comes back empty while the owner stores messages;
+/// the member's node fills the gap from the store, its first `failing_reads` reads of
+/// it failing.
+async fn redis_restart_gap(failing_reads: usize, outage: Duration) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("roomcast_engine=debug")
@@ -361,16 +437,29 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let stores = Stores::embedded(EmbeddedStore::open(dir.path()).expect("store"));
+    let wrap = || {
+        Arc::new(FailingPages {
+            inner: stores.history.clone(),
+            fail: Default::default(),
+            failed: Default::default(),
+        })
+    };
+    let (ha, hb) = (wrap(), wrap());
+    let with = |h: &Arc<FailingPages>| Stores {
+        history: h.clone(),
+        ..stores.clone()
+    };
     // Reads of 3 messages: a gap longer than that is filled in several reads.
     let (a, b) = (
-        node_reading(&redis, &stores, 3).await,
-        node_reading(&redis, &stores, 3).await,
+        node_reading(&redis, &with(&ha), 3).await,
+        node_reading(&redis, &with(&hb), 3).await,
     );
     settled(&[&a, &b], 2).await;
     // The publisher sits on the room's owner, so its messages are sequenced and stored
     // while Redis is away; the member on the other node must still get every one.
     let owner_is_a = a.cluster().is_some_and(|c| c.lease_of("r").is_some());
     let (owner, other) = if owner_is_a { (&a, &b) } else { (&b, &a) };
+    let member_reads = if owner_is_a { &hb } else { &ha };
     let mut publisher = Conn::open(owner, "pub").await;
     let mut member = Conn::open(other, "mem").await;
     publisher.join("r").await;
@@ -388,6 +477,9 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
             f.iter().filter(|v| v["type"] == "message").count() >= 20
         })
         .await;
+    member_reads
+        .fail
+        .store(failing_reads, std::sync::atomic::Ordering::SeqCst);
     redis.kill();
     // While Redis is away the owner keeps its leases until they lapse (self-fencing
     // after ttl - margin): publishes either get acked (durable, their publish is lost)
@@ -395,7 +487,7 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
     for f in frames(20, 10) {
         publisher.send(f).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(outage).await;
     redis.spawn();
     // Wait for the owner to hold its slot again, then publish more.
     let deadline = Instant::now() + WAIT;
@@ -433,6 +525,13 @@ async fn after_redis_restarts_empty_delivery_resumes_and_the_gap_is_filled_from_
         })
         .await;
     check_exactly_once(&[&member], &acked, &stores).await;
+    assert_eq!(
+        member_reads
+            .failed
+            .load(std::sync::atomic::Ordering::SeqCst),
+        failing_reads,
+        "the member's node read the gap and met every injected failure"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

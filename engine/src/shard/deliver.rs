@@ -14,7 +14,7 @@
 //! A periodic position check from the bus catches a loss no later message reveals.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::audience::deliver_to_audience;
 use super::room::{Member, Position, Room, deliver_at, deliver_tagged};
@@ -31,6 +31,10 @@ enum Strict {
     Yes,
     No,
 }
+
+/// Envelopes a room holds while a gap fill is retried (a store outage); beyond it they
+/// are let go, and the fill reads the messages among them from the store.
+const HELD_DURING_FILL: usize = 10_000;
 
 /// The `room_joined` frame: where the room stands as far as this node knows (its
 /// sequencer's position here, or what was delivered here when another node orders it).
@@ -127,6 +131,13 @@ impl Shard {
     /// Reads the store for delivery once the bus's subscriptions are in place and this
     /// node's writer has made durable what it was given, and reports back.
     pub(super) fn start_fill(&mut self, room_id: String, after: MessageId, kind: Fill) {
+        self.start_fill_again(room_id, after, kind, 0);
+    }
+
+    /// [`Shard::start_fill`] after `failures` failed reads of the same gap: waits
+    /// 200 ms per failure (at most 2 s) before it reads.
+    fn start_fill_again(&mut self, room_id: String, after: MessageId, kind: Fill, failures: u32) {
+        let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
         let limit = match kind {
             Fill::Gap => self.cfg.recovery_max_messages,
             Fill::Position => 1,
@@ -134,6 +145,9 @@ impl Shard {
         let bus = self.bus.clone();
         tracing::debug!(room_id, after, ?kind, "delivery read started");
         self.read_durable(move |store| async move {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             bus.synced().await;
             let query = match kind {
                 Fill::Gap => PageQuery {
@@ -151,6 +165,8 @@ impl Shard {
             ShardCmd::Filled(Filled {
                 room_id,
                 kind,
+                after,
+                failures,
                 result,
             })
         });
@@ -160,6 +176,8 @@ impl Shard {
         let Filled {
             room_id,
             kind,
+            after,
+            failures,
             result,
         } = f;
         let count = self.roster.as_ref().and_then(|r| r.count(&room_id));
@@ -215,6 +233,21 @@ impl Shard {
                     return self.start_fill(room_id, after, Fill::Gap);
                 }
                 Strict::No
+            }
+            (Fill::Gap, Err(e)) => {
+                // Going on without the gap would lose it for good here (later messages
+                // move past it, and position checks compare with what was delivered):
+                // hold what waits and read again, while the room has members.
+                metrics::counter!(m::BUS_FILL_FAILED).increment(1);
+                tracing::warn!(error = %e, room_id, failures, "gap fill failed; reading again");
+                let mut waiting = waiting;
+                if waiting.len() > HELD_DURING_FILL {
+                    // Every held message is durable (published after its commit), so
+                    // the fill reads it again; the rest is best-effort room events.
+                    waiting.clear();
+                }
+                room.filling = Some(waiting);
+                return self.start_fill_again(room_id, after, Fill::Gap, failures + 1);
             }
             (kind, Err(e)) => {
                 let now = Instant::now();

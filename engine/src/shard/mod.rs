@@ -95,6 +95,10 @@ pub(crate) struct PositionLoaded {
 pub(crate) struct Filled {
     room_id: String,
     kind: Fill,
+    /// Where the read started (a gap fill that failed is read again from here).
+    after: MessageId,
+    /// Failed reads of this gap before this one.
+    failures: u32,
     result: Result<Vec<ChatMessage>, StoreError>,
 }
 
