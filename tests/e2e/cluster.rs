@@ -21,6 +21,36 @@ struct Cluster {
     ks: String,
 }
 
+impl Drop for Cluster {
+    /// A failing test shows what the nodes logged about delivery (gaps, fills, leases),
+    /// the last lines of each: the processes are gone once the test ends.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let log = n.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    ["gap", "fill", "lease", "fenc", "WARN", "ERROR"]
+                        .iter()
+                        .any(|k| l.contains(k))
+                })
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- node {i} (keyspace {}): last delivery lines of {} ---",
+                self.ks,
+                lines.len()
+            );
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 /// Error codes a client answers by sending the same message again.
 const RETRYABLE: [&str; 4] = [
     "unavailable",
@@ -395,7 +425,7 @@ async fn publishers_on_three_nodes_reach_every_member_once_in_one_order() {
             );
         }
     }
-    drop(c.ks);
+    drop(c);
 }
 
 #[tokio::test]
