@@ -1625,11 +1625,21 @@ async fn room_presence_counts_and_online_users_span_the_cluster_and_a_dead_node_
     let room = "lobby";
     let mut ann = c.nodes[0].connect("ann", room).await;
     ann.next_of("room_joined").await;
+    // The roster takes a join just after `room_joined`: ann is in it before bob comes.
+    let deadline = Instant::now() + TIMEOUT;
+    while online_in(&mut ann, room).await != json!(["ann"]) {
+        assert!(Instant::now() < deadline, "the roster never had ann");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut bob = c.nodes[1].connect("bob", room).await;
     bob.next_of("room_joined").await;
     // A member on another node hears the newcomer, with the cluster's count.
     let p = presence_of(&mut ann).await;
     assert_presence(&p, "bob", "online", 2);
+    while online_in(&mut ann, room).await != json!(["ann", "bob"]) {
+        assert!(Instant::now() < deadline, "the roster never had bob");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut carol = c.nodes[2].connect("carol", room).await;
     carol.next_of("room_joined").await;
     for m in [&mut ann, &mut bob] {

@@ -544,6 +544,13 @@ async fn the_room_roster_is_written_again_after_redis_restarts_empty_and_nobody_
     let mut ua = Conn::open(&a, "ua").await;
     let mut ub = Conn::open(&b, "ub").await;
     ua.join("r").await;
+    // The roster takes a join after `room_joined` (off the shard): ua is in it before
+    // ub comes, so ub's arrival counts both.
+    let deadline = Instant::now() + WAIT;
+    while b.room_users("r").await != ["ua"] {
+        assert!(Instant::now() < deadline, "the roster never had ua");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ub.join("r").await;
     // ua hears ub arrive (the cluster-wide first session), with the cluster's count.
     ua.read_until("ub's presence", |f| {
