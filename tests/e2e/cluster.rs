@@ -33,12 +33,24 @@ impl Drop for Cluster {
             let lines: Vec<&str> = log
                 .lines()
                 .filter(|l| {
-                    ["gap", "fill", "lease", "fenc", "WARN", "ERROR"]
-                        .iter()
-                        .any(|k| l.contains(k))
+                    [
+                        "gap",
+                        "Gap",
+                        "fill",
+                        "delivery read",
+                        "Position",
+                        "position",
+                        "lease",
+                        "fenc",
+                        "resync",
+                        "WARN",
+                        "ERROR",
+                    ]
+                    .iter()
+                    .any(|k| l.contains(k))
                 })
                 .collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
+            let tail = &lines[lines.len().saturating_sub(80)..];
             eprintln!(
                 "--- node {i} (keyspace {}): last delivery lines of {} ---",
                 self.ks,
