@@ -251,7 +251,7 @@ impl Engine {
         stores: Stores,
         queues: Queues,
         bus: Arc<dyn Bus>,
-        cluster: Option<ClusterParts>,
+        mut cluster: Option<ClusterParts>,
     ) -> Result<(Engine, EngineTasks), String> {
         // The last shard id is reserved for non-message ids.
         cfg.shards = cfg.shards.clamp(1, MAX_SHARDS - 1);
@@ -266,7 +266,6 @@ impl Engine {
             inbound,
             sessions,
         } = queues;
-        let mut cluster = cluster;
         if let Some(c) = &mut cluster {
             let every = c.cluster.presence_timing().every;
             c.roster = Some(crate::cluster::RedisRoster::start(

@@ -628,6 +628,31 @@ fn acked_after(_acked: &BTreeMap<u64, String>, seq: u64, since: u64, peers: &[Pe
         .is_some_and(|g| g.2 > since)
 }
 
+/// Polls `node`'s `GET /api/presence/users/{user}` (as ann) until it says `online`,
+/// failing the test after `within`.
+async fn node_says_online(node: &Server, user: &str, online: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = node
+            .call(
+                "GET",
+                &format!("/api/presence/users/{user}"),
+                Some("ann"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        if r.json()["online"] == online {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never said {user} online={online}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn presence_is_cluster_wide_and_a_dead_node_takes_its_users_offline_once() {
     let Some(mut c) = Cluster::start("presence", 3).await else {
@@ -644,21 +669,7 @@ async fn presence_is_cluster_wide_and_a_dead_node_takes_its_users_offline_once()
         "{up}"
     );
     // A third node answers for the whole cluster (within a presence round).
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let r = c.nodes[1]
-            .call("GET", "/api/presence/users/bob", Some("ann"), None)
-            .await;
-        assert_eq!(r.status, 200, "{r:?}");
-        if r.json()["online"] == true {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 1 never saw bob online: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    node_says_online(&c.nodes[1], "bob", true, TIMEOUT).await;
     // Bob's node dies without telling anyone: he is offline for the cluster within the
     // presence TTL plus a round (1.5 s + 0.5 s here; 6 s + 2 s by default).
     let killed = Instant::now();
@@ -673,20 +684,7 @@ async fn presence_is_cluster_wide_and_a_dead_node_takes_its_users_offline_once()
     assert!(down["lastSeen"].is_string(), "{down}");
     assert!(took < Duration::from_secs(10), "offline after {took:?}");
     // Node 1 reads its own view, refreshed by its next round (0.5 s here).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let r = c.nodes[1]
-            .call("GET", "/api/presence/users/bob", Some("ann"), None)
-            .await;
-        if r.json()["online"] == false {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 1 still says online a round later: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    node_says_online(&c.nodes[1], "bob", false, Duration::from_secs(3)).await;
     // Told once, by one node.
     ann.quiet().await;
 }

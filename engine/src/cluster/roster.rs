@@ -348,10 +348,7 @@ impl Task {
 
     /// Tells every node's members of `room` (the user's own sessions excepted).
     fn announce(&self, room: &str, user: &str, name: &str, online: bool, count: usize) {
-        // The room's size at its biggest around the change: a join counts the user, a
-        // leave counted them just before.
-        let size = if online { count } else { count + 1 };
-        if size > self.max_members {
+        if !crate::presence::room_change_heard(count, online, self.max_members) {
             return;
         }
         let change = if online { "online" } else { "offline" };

@@ -37,6 +37,15 @@ pub(crate) fn emit(tx: &flume::Sender<PresenceChange>, user_id: &str, online: bo
     }
 }
 
+/// Whether a user entering (`online`) or leaving a room is told to its members: only in
+/// rooms of at most `max` users at their biggest around the change, `users_after`
+/// being the count once it is made (see `EngineConfig::room_presence_max_members`).
+/// One rule for the shard (one node) and the roster (a cluster).
+pub(crate) fn room_change_heard(users_after: usize, online: bool, max: usize) -> bool {
+    let size = if online { users_after } else { users_after + 1 };
+    size <= max
+}
+
 /// A user's status as presence knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UserStatus {

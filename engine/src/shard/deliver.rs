@@ -350,7 +350,9 @@ impl Shard {
                 // Whether this is the user's first session anywhere, and the count,
                 // are the roster's to say: it tells every node's members.
                 r.joined(&room_id, &user.user_id, &user.username);
-            } else if first_of_user && room.users.len() <= presence_max {
+            } else if first_of_user
+                && crate::presence::room_change_heard(room.users.len(), true, presence_max)
+            {
                 let frame = protocol::encode_presence(
                     &user.user_id,
                     &user.username,
@@ -432,7 +434,11 @@ impl Shard {
             r.left(&room_id, user_id, &member.user.username);
         } else if last_of_user
             && !room.members.is_empty()
-            && room.users.len() < self.cfg.room_presence_max_members
+            && crate::presence::room_change_heard(
+                room.users.len(),
+                false,
+                self.cfg.room_presence_max_members,
+            )
         {
             let frame = protocol::encode_presence(
                 user_id,
