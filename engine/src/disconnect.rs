@@ -29,6 +29,15 @@ impl Disconnect {
         drain: true,
         label: "shutdown",
     };
+    /// In a cluster: this node has been cut off from Redis for longer than
+    /// `ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS` and hears no other node: reconnect (to
+    /// another node) and recover with `since`.
+    pub const CUT_OFF: Self = Self {
+        code: 1012,
+        reason: "cut off from the cluster",
+        drain: true,
+        label: "cut_off",
+    };
     /// A frame violated the WebSocket protocol.
     pub const PROTOCOL_ERROR: Self = Self {
         code: 1002,

@@ -39,6 +39,9 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The server is shutting down.
     ShuttingDown,
+    /// In a cluster: this node is cut off from Redis (it hears no other node) and
+    /// takes no new connections until it is back; connect to another node.
+    CutOff,
     /// In a cluster: the room's owner could not be reached, or the room is moving
     /// between nodes. Nothing was stored; retry with the same `clientMsgId`.
     Unavailable,
@@ -92,6 +95,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::StoreUnavailable => "store_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::CutOff => "cut_off",
             Self::Unavailable => "unavailable",
             Self::ConversationNotFound => "conversation_not_found",
             Self::MessageNotFound => "message_not_found",

@@ -95,6 +95,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Overloaded
         | ErrorCode::StoreUnavailable
         | ErrorCode::ShuttingDown
+        | ErrorCode::CutOff
         | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -177,6 +177,7 @@ pub async fn run(
                 tick: r.lease_ttl / 6,
                 margin: r.lease_ttl / 3,
                 timeout: r.timeout,
+                cut_off_close: r.cut_off_close,
             };
             Engine::start_cluster(config.engine.clone(), stores, bus, cluster).await?
         }

@@ -296,6 +296,38 @@ impl Peer {
         }
     }
 
+    /// Reads until the server closes the connection (recording what arrives before);
+    /// returns the close code.
+    async fn until_closed(&mut self, room: &str) -> u16 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            assert!(Instant::now() < deadline, "{}: never closed", self.name);
+            match self.ws.next_within(Duration::from_millis(100)).await {
+                Some(Event::Close(code)) => return code,
+                Some(Event::Gone) => panic!("{}: gone without a close frame", self.name),
+                Some(ev) => {
+                    self.handle(room, ev).await;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Connects again, on `server`, recovering from the last message this peer got
+    /// (`since`), and sends again (same `clientMsgId`) what was not acknowledged.
+    async fn reconnect(&mut self, server: &Server, room: &str) {
+        let since = self.got.last().map(|g| g.2).expect("got messages before");
+        self.ws = server
+            .ws(&format!(
+                "/ws?token={}&roomId={room}&since={since}",
+                server.token(&self.name)
+            ))
+            .await
+            .expect("upgrade");
+        self.retry.extend(self.pending.keys().cloned());
+        self.retry_at = Some(Instant::now());
+    }
+
     /// Reads until every seq in `acked` has arrived.
     async fn until_received(&mut self, room: &str, acked: &BTreeMap<u64, String>) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -1003,6 +1035,13 @@ async fn pump(
 /// Three nodes, the third reaching Redis through a [`FreezableProxy`] the test controls.
 impl Cluster {
     async fn with_proxied_node(name: &str) -> Option<(Cluster, FreezableProxy)> {
+        Self::with_proxied_node_and(name, &[]).await
+    }
+
+    async fn with_proxied_node_and(
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Option<(Cluster, FreezableProxy)> {
         let node = node()?;
         let env = cql_env(&node, &keyspace(name));
         let (ok, text) = run_binary(&["migrate"], &env);
@@ -1013,12 +1052,13 @@ impl Cluster {
         let via_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
         let mut nodes = Vec::new();
         for url in [&direct, &direct, &via_proxy] {
-            let vars = [
+            let mut vars = vec![
                 ("REDIS_URL", url.as_str()),
                 ("ROOMCAST_CLUSTER_LEASE_MS", "1500"),
                 ("ROOMCAST_REDIS_TIMEOUT_MS", "500"),
                 ("RATE_LIMIT_MAX_MESSAGES", "100000"),
             ];
+            vars.extend_from_slice(extra);
             nodes.push(server_on(&env, &vars).await);
         }
         let c = Cluster {
@@ -1148,7 +1188,9 @@ async fn redis_closing_slow_subscribers_loses_no_acknowledged_message() {
 
 #[tokio::test]
 async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
-    let Some((c, proxy)) = Cluster::with_proxied_node("cut").await else {
+    // A short cut: the node keeps its sessions (the drain is the next test's).
+    let keep = [("ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS", "0")];
+    let Some((c, proxy)) = Cluster::with_proxied_node_and("cut", &keep).await else {
         return;
     };
     let room = "cut-room";
@@ -1205,6 +1247,73 @@ async fn a_node_cut_off_from_redis_fences_itself_and_catches_up_without_loss() {
     }
     let refs: Vec<&Peer> = peers.iter().collect();
     check(&refs, &acked, &c.nodes[0], room).await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_too_long_closes_its_sockets_with_1012_and_they_recover_on_another_node() {
+    let close_after = [("ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS", "2000")];
+    let Some((c, proxy)) = Cluster::with_proxied_node_and("cutclose", &close_after).await else {
+        return;
+    };
+    let room = "cut-close";
+    let mut peers = peers_on(&c.nodes, "y", room).await;
+    publish_acked(&mut peers, room, 0, 10).await;
+    proxy.freeze(true);
+    // The cut node's publisher goes on sending: whatever it gets acknowledged (before
+    // the node fences itself) or not (retryable errors) is settled on another node.
+    peers[2].publish(room, 10, 5).await;
+    // Fenced, the node refuses new sockets (a load balancer may still send some).
+    let late = format!("/ws?token={}&roomId={room}", c.nodes[2].token("late"));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match c.nodes[2].ws(&late).await {
+            Err((503, body)) => {
+                assert!(body.contains("cut_off"), "{body}");
+                break;
+            }
+            Ok(_) => {}
+            Err(other) => panic!("the cut node refused a socket oddly: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut node kept taking sockets"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Cut off for longer than the limit, it closes the sockets it holds with 1012.
+    assert_eq!(peers[2].until_closed(room).await, 1012);
+    assert!(
+        c.nodes[2]
+            .metric("roomcast_disconnects_total", "reason=\"cut_off\"")
+            .await
+            >= 1.0
+    );
+    publish_acked(&mut peers[..2], room, 10, 20).await;
+    // Its client reconnects to a node in the cluster, recovers what it missed with
+    // `since`, and resends what was not acknowledged there.
+    peers[2].reconnect(&c.nodes[0], room).await;
+    peers[2].until_acked(room).await;
+    publish_acked(&mut peers, room, 30, 5).await;
+    let refs: Vec<&Peer> = peers.iter().collect();
+    let acked = all_acked(&refs);
+    assert_eq!(acked.len(), 30 + 40 + 5 + 15);
+    for p in &mut peers {
+        p.until_received(room, &acked).await;
+    }
+    let refs: Vec<&Peer> = peers.iter().collect();
+    check(&refs, &acked, &c.nodes[1], room).await;
+    // Healed, the node is ready and takes sockets again.
+    proxy.freeze(false);
+    c.settled(3).await;
+    assert_eq!(
+        c.nodes[2].get_json("/readyz", None).await["status"],
+        "ready"
+    );
+    let mut back = c.nodes[2]
+        .ws(&late)
+        .await
+        .expect("a healed node takes sockets");
+    back.next_of("room_joined").await;
 }
 
 /// Joins `rooms` on one socket (pipelined, then every `room_joined` awaited).

@@ -13,6 +13,9 @@
 //! node cut off from Redis stops admitting before its leases can expire and anyone
 //! else can acquire them. Every publish of a message also checks the lease inside Redis
 //! (the bus's publish script), so a node that lost a lease cannot publish under it.
+//! A fenced node refuses new sockets (the server asks [`Cluster::in_contact`]), and
+//! once it has been cut off for [`ClusterConfig::cut_off_close`] the upkeep task closes
+//! its sessions with 1012: their clients reconnect to nodes that hear the cluster.
 //!
 //! **Handover.** When a node joins, the slots it wins move: the old owner stops
 //! admitting them at once (publishes get `unavailable` and are retried), waits until
@@ -83,6 +86,10 @@ pub struct ClusterConfig {
     /// How long before its last round's `ttl` runs out a node stops sequencing.
     pub margin: Duration,
     pub timeout: Duration,
+    /// How long a node may stay cut off from Redis before it closes its sessions with
+    /// 1012 (so their clients reconnect to nodes that hear the whole cluster); `None`
+    /// keeps them.
+    pub cut_off_close: Option<Duration>,
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +100,7 @@ impl Default for ClusterConfig {
             tick: Duration::from_secs(1),
             margin: Duration::from_secs(2),
             timeout: Duration::from_secs(2),
+            cut_off_close: None,
         }
     }
 }
@@ -348,6 +356,22 @@ impl Cluster {
             .is_some_and(|v| Instant::now() < v)
     }
 
+    /// How long this node has been cut off: since its last good round's validity ran
+    /// out (it fenced itself then). `None` while in contact, and after it left.
+    pub fn cut_off_for(&self) -> Option<Duration> {
+        let v = self.state.read().valid_until?;
+        Instant::now().checked_duration_since(v)
+    }
+
+    /// Whether this node has been cut off long enough to close its sessions (see
+    /// [`ClusterConfig::cut_off_close`]).
+    pub fn cut_off_too_long(&self) -> bool {
+        match (self.cfg.cut_off_close, self.cut_off_for()) {
+            (Some(limit), Some(d)) => d >= limit,
+            _ => false,
+        }
+    }
+
     /// The live nodes as of the last round (this one included).
     pub fn nodes(&self) -> Vec<u16> {
         self.state.read().live.clone()
@@ -478,7 +502,8 @@ impl Cluster {
                 "node id claimed by another instance: this node stops sequencing"
             );
             st.held.clear();
-            st.valid_until = None;
+            // Fenced from now on, like a node cut off (its sessions are closed later).
+            st.valid_until = Some(Instant::now().min(st.valid_until.unwrap_or(sent)));
             return;
         }
         metrics::counter!(m::CLUSTER_LEASE_ROUNDS, "outcome" => "ok").increment(1);

@@ -1,11 +1,13 @@
-//! A cluster member's periodic chores beside the ownership rounds: write back the
-//! connection counts Redis did not take at a close (see `limits`), and sweep for ring
-//! timeouts whose timer died with another node (see `calls::service`). One task per
-//! node, ending with the engine.
+//! A cluster member's periodic chores beside the ownership rounds: close the sessions
+//! of a node cut off from Redis for too long (see the `cluster` module doc), write back
+//! the connection counts Redis did not take at a close (see `limits`), and sweep for
+//! ring timeouts whose timer died with another node (see `calls::service`). One task
+//! per node, ending with the engine.
 
 use std::sync::Weak;
 use std::time::Duration;
 
+use crate::disconnect::Disconnect;
 use crate::engine::{Engine, Inner};
 
 /// How often the chores run.
@@ -27,6 +29,19 @@ pub(crate) async fn upkeep(inner: Weak<Inner>) {
         let Some(cluster) = engine.cluster().cloned() else {
             return;
         };
+        // First, before anything that waits on Redis. Sessions opened since the last
+        // pass are closed too (the server refuses new ones while cut off, but one may
+        // have been admitted just before).
+        if cluster.cut_off_too_long() {
+            let closed = engine.close_all(Disconnect::CUT_OFF);
+            if closed > 0 {
+                tracing::warn!(
+                    closed,
+                    cut_off_ms = cluster.cut_off_for().map_or(0, |d| d.as_millis() as u64),
+                    "cut off from Redis too long: sessions closed with 1012 to reconnect elsewhere"
+                );
+            }
+        }
         if cluster.connections_to_resync() {
             let sessions = engine.inner.sessions.clone();
             cluster

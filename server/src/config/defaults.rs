@@ -27,6 +27,7 @@ pub(super) const DEFAULT_PREKEY_LOW_THRESHOLD: usize = 10;
 pub(super) const DEFAULT_SCYLLA_KEYSPACE: &str = "roomcast";
 pub(super) const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
 pub(super) const DEFAULT_CLUSTER_LEASE_MS: u64 = 6_000;
+pub(super) const DEFAULT_CLUSTER_CUT_OFF_CLOSE_MS: u64 = 10_000;
 pub(super) const DEFAULT_SCYLLA_REPLICATION: &str =
     "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}";
 pub(super) const DEFAULT_SCYLLA_CONSISTENCY: &str = "local_quorum";
@@ -181,6 +182,10 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         (
             "ROOMCAST_CLUSTER_LEASE_MS",
             DEFAULT_CLUSTER_LEASE_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS",
+            DEFAULT_CLUSTER_CUT_OFF_CLOSE_MS.to_string(),
         ),
         ("ROOMCAST_ECHO_ENDPOINT", "false".to_owned()),
         ("ROOMCAST_LOG_FORMAT", "plain".to_owned()),

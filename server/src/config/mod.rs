@@ -74,6 +74,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Lease and membership lifetime.
     pub lease_ttl: Duration,
+    /// Cut off from Redis this long, the node closes its sockets with 1012 (`None`:
+    /// `ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS=0`, never).
+    pub cut_off_close: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -84,6 +87,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("node_id", &self.node_id)
             .field("timeout", &self.timeout)
             .field("lease_ttl", &self.lease_ttl)
+            .field("cut_off_close", &self.cut_off_close)
             .finish()
     }
 }
@@ -242,6 +246,14 @@ fn redis_config(
             "ROOMCAST_CLUSTER_LEASE_MS",
             DEFAULT_CLUSTER_LEASE_MS,
         )?),
+        cut_off_close: match parse(
+            env,
+            "ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS",
+            DEFAULT_CLUSTER_CUT_OFF_CLOSE_MS,
+        )? {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
     }))
 }
 
@@ -758,6 +770,20 @@ mod tests {
         .redis
         .expect("member");
         assert_eq!(r.node_id, Some(7));
+        assert_eq!(
+            r.cut_off_close,
+            Some(Duration::from_secs(10)),
+            "the default"
+        );
+        let r = config(&[
+            cql,
+            ("REDIS_URL", "redis://r:6379"),
+            ("ROOMCAST_CLUSTER_CUT_OFF_CLOSE_MS", "0"),
+        ])
+        .expect("parse")
+        .redis
+        .expect("member");
+        assert_eq!(r.cut_off_close, None, "0 keeps sessions open");
         let r = config(&[
             cql,
             ("REDIS_URL", "rediss://:pw@r:6380"),

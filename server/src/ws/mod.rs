@@ -66,7 +66,8 @@ fn reject(reason: &'static str) {
     metrics::counter!(m::CONNECT_REJECTED, "reason" => reason).increment(1);
 }
 
-/// WebSocket admission: every check that can refuse a connection (draining, auth,
+/// WebSocket admission: every check that can refuse a connection (draining, cut off
+/// from the cluster, auth,
 /// per-IP connect rate, parameters, the per-user limit) runs here, before the upgrade.
 /// (`accept.rs` is the TCP accept loop, a different step.)
 async fn admit(
@@ -80,6 +81,16 @@ async fn admit(
         return Err(ClientError::new(
             ErrorCode::ShuttingDown,
             "the server is shutting down; connect to another node",
+        )
+        .into());
+    }
+    if app.engine.cluster().is_some_and(|c| !c.in_contact()) {
+        // Fenced: this node hears no other node, so a socket here would miss the
+        // cluster's messages and presence. `/readyz` says the same to load balancers.
+        reject("cut_off");
+        return Err(ClientError::new(
+            ErrorCode::CutOff,
+            "this node is cut off from the cluster; connect to another node",
         )
         .into());
     }
