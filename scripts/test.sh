@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need when it is
-# missing (the Autobahn|Testsuite, Chromium, redis-server, schemathesis, Apache Cassandra 5.0 from
-# Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
+# missing (the Autobahn|Testsuite, Chromium, redis-server, Prometheus, schemathesis, Apache
+# Cassandra 5.0 from Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
 # the workspace (unit tests, engine tests, the store conformance suite on the embedded
 # store and on Cassandra, end-to-end tests against the real binary, the Autobahn
 # conformance run, Swagger UI in headless Chromium, schemathesis against our OpenAPI
@@ -34,6 +34,11 @@ fi
 # redis-server for the Redis bus tests (each test starts its own on a free port).
 if ! command -v redis-server >/dev/null 2>&1; then
   apt_install redis-server
+fi
+# Prometheus and promtool: the rules' checks and unit tests, and the dashboards' queries
+# evaluated on a real Prometheus scraping roomcast (tests/e2e/prometheus.rs).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  apt_install prometheus
 fi
 # openssl makes the test CA and certificates of the Redis TLS tests.
 if ! command -v openssl >/dev/null 2>&1; then

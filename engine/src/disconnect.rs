@@ -15,6 +15,22 @@ pub struct Disconnect {
 }
 
 impl Disconnect {
+    /// The usual `roomcast_disconnects_total{reason}` labels: every server-initiated
+    /// close's, and a client's close frame and a connection that just ended.
+    pub const LABELS: &'static [&'static str] = &[
+        "client_close",
+        "eof",
+        "slow_consumer",
+        "shutdown",
+        "cut_off",
+        "protocol_error",
+        "invalid_utf8",
+        "policy",
+        "too_big",
+        "idle_timeout",
+        "token_expired",
+    ];
+
     /// The client read too slowly and its outbox filled: reconnect and recover.
     pub const SLOW_CONSUMER: Self = Self {
         code: 1013,

@@ -64,6 +64,9 @@ pub struct EngineConfig {
     pub idle_positions: usize,
     /// How long a call rings before it is missed.
     pub call_ring_timeout: std::time::Duration,
+    /// Rooms whose messages are counted by room (`roomcast_room_messages_published_total`);
+    /// a list, so the label's cardinality is the operator's choice.
+    pub metrics_rooms: Arc<std::collections::HashSet<String>>,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +88,7 @@ impl Default for EngineConfig {
             push_queue: 0,
             idle_positions: 65_536,
             call_ring_timeout: std::time::Duration::from_secs(45),
+            metrics_rooms: Default::default(),
         }
     }
 }
@@ -304,6 +308,7 @@ impl Engine {
                 room_presence_max_members: cfg.room_presence_max_members,
                 dedupe_window: cfg.dedupe_window,
                 idle_positions: cfg.idle_positions,
+                metrics_rooms: cfg.metrics_rooms.clone(),
             };
             let deps = ShardDeps {
                 writer: writer.clone(),

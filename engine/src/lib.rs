@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod log_throttle;
 pub mod message;
 pub mod metrics;
 pub mod moderation;

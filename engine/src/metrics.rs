@@ -64,6 +64,11 @@ pub const ROSTER_CHANGES: &str = "roomcast_room_roster_changes_total";
 pub const ROSTER_DROPPED: &str = "roomcast_room_roster_dropped_total";
 pub const ROSTER_REWRITES: &str = "roomcast_room_roster_rewrites_total";
 pub const ROOM_POSITION_LOADS: &str = "roomcast_room_position_loads_total";
+pub const WRITER_QUEUE_DEPTH: &str = "roomcast_writer_queue_depth";
+pub const WRITER_QUEUE_CAPACITY: &str = "roomcast_writer_queue_capacity";
+pub const BUS_PUBLISH_QUEUE_DEPTH: &str = "roomcast_bus_publish_queue_depth";
+pub const NODE_INFO: &str = "roomcast_node_info";
+pub const ROOM_MESSAGES: &str = "roomcast_room_messages_published_total";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -204,6 +209,26 @@ pub fn describe() {
         ROOM_POSITION_LOADS,
         "Reads of a room's last seq from the store before its first message (outcome=ok|failed)."
     );
+    describe_gauge!(
+        WRITER_QUEUE_DEPTH,
+        "Operations waiting in the history writer's queue (a full queue refuses publishes with `overloaded`)."
+    );
+    describe_gauge!(
+        WRITER_QUEUE_CAPACITY,
+        "Capacity of the history writer's queue (ROOMCAST_HISTORY_QUEUE)."
+    );
+    describe_gauge!(
+        BUS_PUBLISH_QUEUE_DEPTH,
+        "Envelopes waiting for the Redis bus publisher (cluster mode)."
+    );
+    describe_counter!(
+        ROOM_MESSAGES,
+        "Messages sequenced per room, only for the rooms named in ROOMCAST_METRICS_ROOMS (bounded cardinality)."
+    );
+    describe_gauge!(
+        NODE_INFO,
+        "Always 1; labels: node (the cluster node id, or `single`) and version."
+    );
     describe_counter!(MESSAGES_DELIVERED, "Frames written to client sockets.");
     describe_counter!(MESSAGES_STORED, "Messages committed to history.");
     describe_counter!(
@@ -286,4 +311,63 @@ pub fn describe() {
         Unit::Seconds,
         "Time from a push job being queued to the webhook accepting it."
     );
+}
+
+/// Puts the counters an alert or a dashboard panel watches at zero for their usual
+/// labels, so a query over a healthy node returns 0 rather than nothing (a rate over
+/// an absent series is no data, and `absent` would be the only way to alert on it).
+pub fn register_zeros(cluster: bool) {
+    use metrics::counter;
+    for reason in crate::disconnect::Disconnect::LABELS {
+        counter!(DISCONNECTS, "reason" => *reason).absolute(0);
+    }
+    for c in [
+        SLOW_CONSUMERS,
+        STORE_ERRORS,
+        MESSAGES_PUBLISHED,
+        MESSAGES_DELIVERED,
+        MESSAGES_STORED,
+        CONNECTS,
+        RECOVERED_MESSAGES,
+        TYPING_DROPPED,
+    ] {
+        counter!(c).absolute(0);
+    }
+    for reason in [
+        "draining",
+        "cut_off",
+        "connect_rate",
+        "bad_request",
+        "not_upgrade",
+        "too_many_connections",
+        "bad_handshake",
+    ] {
+        counter!(CONNECT_REJECTED, "reason" => reason).absolute(0);
+    }
+    for limit in ["messages", "connects"] {
+        counter!(RATE_LIMITED, "limit" => limit).absolute(0);
+    }
+    for action in ["masked", "rejected"] {
+        counter!(MODERATION_ACTIONS, "action" => action).absolute(0);
+    }
+    if cluster {
+        for c in [
+            BUS_GAPS,
+            BUS_GAP_FILLED,
+            BUS_FILL_FAILED,
+            BUS_DUPLICATES,
+            BUS_INBOUND_DROPPED,
+            BUS_FENCED,
+        ] {
+            counter!(c).absolute(0);
+        }
+        counter!(BUS_PUBLISH_DROPPED, "reason" => "queue_full").absolute(0);
+        for change in ["acquired", "released", "lost"] {
+            counter!(CLUSTER_SLOT_MOVES, "change" => change).absolute(0);
+        }
+        for outcome in ["ok", "failed"] {
+            counter!(CLUSTER_LEASE_ROUNDS, "outcome" => outcome).absolute(0);
+        }
+        counter!(BUS_REDIS_RECONNECTS, "reason" => "connection closed").absolute(0);
+    }
 }

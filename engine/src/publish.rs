@@ -101,7 +101,17 @@ impl Engine {
         let with_ctx = |e: ClientError| e.in_room(room_id).for_client_msg(client_msg_id);
         if rate_limited && let Err(wait_ms) = self.check_message_rate(&user.user_id).await {
             metrics::counter!(m::RATE_LIMITED, "limit" => "messages").increment(1);
-            tracing::debug!(user_id = %user.user_id, wait_ms, "message rate limit exceeded");
+            if let Some(suppressed) = crate::log_throttle::RATE_LIMITS.admit() {
+                let rate = &self.inner.cfg.rate;
+                tracing::warn!(
+                    user_id = %user.user_id,
+                    count = rate.max_messages,
+                    window_ms = rate.window.as_millis() as u64,
+                    retry_after_ms = wait_ms,
+                    suppressed,
+                    "rate limit exceeded"
+                );
+            }
             return Err(with_ctx(
                 ClientError::new(ErrorCode::RateLimited, "too many messages; slow down")
                     .retry_after(wait_ms),

@@ -185,6 +185,18 @@ pub async fn run(
     if let Some(c) = engine.cluster() {
         tracing::info!(node = c.node, nodes = ?c.nodes(), "cluster member");
     }
+    if metrics.is_some() {
+        roomcast_engine::metrics::register_zeros(engine.cluster().is_some());
+        let node = engine
+            .cluster()
+            .map_or_else(|| "single".to_owned(), |c| c.node.to_string());
+        metrics::gauge!(
+            roomcast_engine::metrics::NODE_INFO,
+            "node" => node,
+            "version" => env!("CARGO_PKG_VERSION")
+        )
+        .set(1.0);
+    }
     let verifier = Arc::new(Verifier::new(
         secret.as_bytes(),
         config.jwt_issuer.as_deref(),

@@ -21,5 +21,6 @@ mod keys;
 mod openapi;
 mod ops;
 mod presence;
+mod prometheus;
 mod rooms;
 mod seq;

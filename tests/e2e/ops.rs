@@ -218,3 +218,102 @@ async fn a_connection_is_closed_with_1008_when_its_token_expires() {
         1.0
     );
 }
+
+/// The JSON log lines (`ROOMCAST_LOG_FORMAT=json`) whose message is `message`.
+fn log_lines(server: &Server, message: &str) -> Vec<serde_json::Value> {
+    server
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+/// Written lines plus the `suppressed` counts they carry: every event, accounted for.
+fn accounted(lines: &[serde_json::Value]) -> u64 {
+    lines.len() as u64
+        + lines
+            .iter()
+            .map(|l| l["fields"]["suppressed"].as_u64().expect("suppressed"))
+            .sum::<u64>()
+}
+
+/// Lets the throttles' one-second budget start afresh (it is time itself the test
+/// waits for, so a sleep is the event).
+async fn next_second() {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+}
+
+#[tokio::test]
+async fn connections_and_rate_limits_are_logged_as_json_and_a_flood_is_throttled() {
+    let server = Server::start(&[
+        ("ROOMCAST_LOG_FORMAT", "json"),
+        ("RATE_LIMIT_MAX_MESSAGES", "3"),
+        ("RATE_LIMIT_WINDOW_MS", "60000"),
+        ("ROOMCAST_CONNECT_RATE_PER_IP", "100000"),
+    ])
+    .await;
+    // A flood of connections: at most 20 lines a second are written.
+    let mut open = Vec::new();
+    for i in 0..60 {
+        let path = format!("/ws?token={}&roomId=logs", token(&format!("u{i}"), false));
+        let mut c = server
+            .ws_with(&path, &[("User-Agent", "roomcast-e2e/1.0 (flood)")])
+            .await
+            .expect("upgrade");
+        c.next_of("room_joined").await;
+        open.push(c);
+    }
+    let flood = log_lines(&server, "connection established");
+    assert!(
+        !flood.is_empty() && flood.len() < 60,
+        "{} lines for 60 connections",
+        flood.len()
+    );
+    let line = &flood[0]["fields"];
+    assert_eq!(line["user_id"], "u0");
+    assert_eq!(line["room"], "logs");
+    assert_eq!(line["user_agent"], "roomcast-e2e/1.0 (flood)");
+    assert_eq!(flood[0]["level"], "INFO");
+    // A connection after the flood writes a line carrying what was left out.
+    next_second().await;
+    let mut late = server.connect("late", "logs").await;
+    late.next_of("room_joined").await;
+    let all = log_lines(&server, "connection established");
+    assert_eq!(accounted(&all), 61, "every connection is a line or counted");
+
+    // Rate limits: 3 messages per minute; 40 more are refused and logged, throttled.
+    let c = &mut open[0];
+    for i in 0..43 {
+        c.publish("logs", "hi", &format!("r{i}")).await;
+    }
+    let mut refused = 0;
+    while refused < 40 {
+        let v = c.next_of_any(&["ack", "error"]).await;
+        if v["type"] == "error" {
+            assert_eq!(v["code"], "rate_limited", "{v}");
+            refused += 1;
+        }
+    }
+    let limited = log_lines(&server, "rate limit exceeded");
+    assert!(
+        !limited.is_empty() && limited.len() < 40,
+        "{} lines for 40 refusals",
+        limited.len()
+    );
+    let line = &limited[0]["fields"];
+    assert_eq!(limited[0]["level"], "WARN");
+    assert_eq!(line["user_id"], "u0");
+    assert_eq!(line["count"], 3);
+    assert_eq!(line["window_ms"], 60000);
+    next_second().await;
+    late.publish("logs", "one", "l1").await;
+    late.next_of("ack").await;
+    for i in 0..3 {
+        late.publish("logs", "more", &format!("l{}", i + 2)).await;
+    }
+    let v = late.next_of("error").await;
+    assert_eq!(v["code"], "rate_limited");
+    let all = log_lines(&server, "rate limit exceeded");
+    assert_eq!(accounted(&all), 41, "every refusal is a line or counted");
+}

@@ -343,6 +343,9 @@ impl Shard {
                 .remember(key, (id, seq), window);
         }
         metrics::counter!(m::MESSAGES_PUBLISHED).increment(1);
+        if self.cfg.metrics_rooms.contains(&msg.room_id) {
+            metrics::counter!(m::ROOM_MESSAGES, "room" => msg.room_id.clone()).increment(1);
+        }
 
         // Push jobs are the origin's work, once per message cluster-wide: "offline" is
         // presence's answer (every node), not whether this node has a session.

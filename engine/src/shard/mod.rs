@@ -135,6 +135,8 @@ pub(crate) struct ShardConfig {
     /// Positions of rooms with nobody in them kept per shard, so a room that only REST
     /// sends reach (no member) does not read its position from the store every time.
     pub idle_positions: usize,
+    /// See [`crate::EngineConfig::metrics_rooms`].
+    pub metrics_rooms: Arc<std::collections::HashSet<String>>,
 }
 
 /// What a shard shares with the rest of the node.

@@ -142,6 +142,7 @@ impl HistoryWriter {
         max_batch: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = flume::bounded(capacity);
+        metrics::gauge!(m::WRITER_QUEUE_CAPACITY).set(capacity as f64);
         let failed = Arc::new(FailedWrites::default());
         let task = tokio::spawn(run(rx, store, max_batch.max(1), failed.clone()));
         (Self { tx, failed }, task)
@@ -188,6 +189,7 @@ async fn run(
     failed: Arc<FailedWrites>,
 ) {
     let mut ops = Vec::with_capacity(max_batch.min(4096));
+    let depth = metrics::gauge!(m::WRITER_QUEUE_DEPTH);
     while let Ok(first) = rx.recv_async().await {
         ops.push(first);
         while ops.len() < max_batch {
@@ -196,6 +198,8 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // What is left once a batch is taken: near capacity, publishes are refused.
+        depth.set(rx.len() as f64);
         commit(&*store, &mut ops, &failed).await;
     }
     tracing::debug!("history writer stopped");

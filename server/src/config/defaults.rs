@@ -130,6 +130,7 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
             DEFAULT_PUSH_TIMEOUT_MS.to_string(),
         ),
         ("ROOMCAST_CALL_RING_TIMEOUT_MS", ms(e.call_ring_timeout)),
+        ("ROOMCAST_METRICS_ROOMS", unset()),
         ("ROOMCAST_VIDEO_URL", unset()),
         ("ROOMCAST_VIDEO_API_KEY", unset()),
         ("ROOMCAST_VIDEO_API_SECRET", unset()),

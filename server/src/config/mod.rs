@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use roomcast_engine::EngineConfig;
@@ -184,6 +185,41 @@ fn flag(env: Env<'_>, var: &'static str, default: bool) -> Result<bool, ConfigEr
             problem: format!("expected true or false, got {v:?}"),
         }),
     }
+}
+
+/// Most rooms `ROOMCAST_METRICS_ROOMS` may name: each is a label value on every node.
+const MAX_METRICS_ROOMS: usize = 100;
+
+/// `ROOMCAST_METRICS_ROOMS`: rooms whose messages are counted by room.
+fn metrics_rooms(env: Env<'_>) -> Result<std::collections::HashSet<String>, ConfigError> {
+    let var = "ROOMCAST_METRICS_ROOMS";
+    let rooms: std::collections::HashSet<String> = get(env, var)
+        .map(|v| {
+            v.split(',')
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if rooms.len() > MAX_METRICS_ROOMS {
+        return Err(ConfigError {
+            var,
+            problem: format!(
+                "{} rooms; at most {MAX_METRICS_ROOMS} (each is a metric label)",
+                rooms.len()
+            ),
+        });
+    }
+    if let Some(bad) = rooms
+        .iter()
+        .find(|r| roomcast_engine::protocol::validate_room_id(r).is_err())
+    {
+        return Err(ConfigError {
+            var,
+            problem: format!("{bad:?} is not a room id"),
+        });
+    }
+    Ok(rooms)
 }
 
 /// `ROOMCAST_SCYLLA_*`: the CQL store, when `ROOMCAST_SCYLLA_NODES` names contact points.
@@ -486,6 +522,7 @@ impl Config {
                 "ROOMCAST_CALL_RING_TIMEOUT_MS",
                 defaults.call_ring_timeout.as_millis() as u64,
             )?),
+            metrics_rooms: Arc::new(metrics_rooms(env)?),
             moderation: ModerationConfig {
                 enabled: flag(env, "ENABLE_MODERATION", defaults.moderation.enabled)?,
                 max_message_length: positive(
@@ -709,6 +746,27 @@ mod tests {
         .expect("valid");
         assert_eq!(c.engine.moderation.blocked_words, vec!["darn", "heck"]);
         assert_eq!(c.engine.moderation.mode, ModerationMode::Reject);
+    }
+
+    #[test]
+    fn metrics_rooms_are_a_short_list_of_room_ids() {
+        let c = config(&[("ROOMCAST_METRICS_ROOMS", "lobby, general,,")]).expect("valid");
+        let mut rooms: Vec<&String> = c.engine.metrics_rooms.iter().collect();
+        rooms.sort();
+        assert_eq!(rooms, ["general", "lobby"]);
+        let e = config(&[("ROOMCAST_METRICS_ROOMS", "ok,no spaces")]).expect_err("bad id");
+        assert_eq!(e.var, "ROOMCAST_METRICS_ROOMS");
+        let many: Vec<String> = (0..101).map(|i| format!("r{i}")).collect();
+        let many = many.join(",");
+        let e = config(&[("ROOMCAST_METRICS_ROOMS", many.as_str())]).expect_err("too many");
+        assert!(e.problem.contains("at most 100"), "{}", e.problem);
+        assert!(
+            config(&[])
+                .expect("defaults")
+                .engine
+                .metrics_rooms
+                .is_empty()
+        );
     }
 
     /// The README's configuration table lists exactly the variables the server reads,

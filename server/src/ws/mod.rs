@@ -151,6 +151,21 @@ async fn admit(
             message: format!("invalid WebSocket handshake: {e}"),
         }
     })?;
+    if let Some(suppressed) = roomcast_engine::log_throttle::CONNECTIONS.admit() {
+        let user_agent = req
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map_or(String::new(), |ua| ua.chars().take(200).collect());
+        tracing::info!(
+            user_id = %session.user().user_id,
+            room = initial.as_ref().map_or("", |(r, _)| r.as_str()),
+            user_agent,
+            %peer,
+            suppressed,
+            "connection established"
+        );
+    }
     let opts = conn::ConnOptions {
         max_message_bytes: app.config.max_frame_bytes,
         write_timeout: app.config.write_timeout,

@@ -391,6 +391,7 @@ async fn publisher(
     let sha = script.get_hash().to_owned();
     let mut loaded = false;
     let mut batch = Vec::with_capacity(256);
+    let depth = metrics::gauge!(m::BUS_PUBLISH_QUEUE_DEPTH);
     loop {
         // Wake up now and then with nothing queued, to send pending marks.
         match tokio::time::timeout(Duration::from_millis(250), rx.recv_async()).await {
@@ -405,6 +406,7 @@ async fn publisher(
                 Err(_) => break,
             }
         }
+        depth.set(rx.len() as f64);
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
