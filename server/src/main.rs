@@ -1,5 +1,6 @@
 //! The `roomcast` binary: `roomcast [serve]` runs the server, `roomcast token` mints a
-//! token with the configured (or dev) secret.
+//! token with the configured (or dev) secret, `roomcast health` probes a running
+//! server (the container image's healthcheck: the runtime image has no curl).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,7 +13,9 @@ const USAGE: &str = "usage:
   roomcast token --user ID [--name NAME] [--admin] [--ttl SECONDS]
                                          print a token signed with JWT_SECRET or the dev secret
   roomcast migrate                       create or upgrade the CQL keyspace named by
-                                         ROOMCAST_SCYLLA_* (idempotent; safe from several nodes)";
+                                         ROOMCAST_SCYLLA_* (idempotent; safe from several nodes)
+  roomcast health [PATH]                 GET http://127.0.0.1:$PORT/PATH (default /healthz);
+                                         exit 0 on 200, 1 otherwise (for container healthchecks)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
         None | Some("serve") => serve(),
         Some("token") => token(&args[1..]),
         Some("migrate") => migrate(),
+        Some("health") => health(args.get(1).map_or("/healthz", String::as_str)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -185,6 +189,46 @@ fn token(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("cannot mint a token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `roomcast health [PATH]`: one HTTP/1.0 GET to this host's server on `PORT`.
+fn health(path: &str) -> ExitCode {
+    use std::io::Read;
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => match p.parse() {
+            Ok(p) => p,
+            Err(_) => {
+                eprintln!("health: PORT={p:?} is not a port");
+                return ExitCode::from(2);
+            }
+        },
+        Err(_) => 8000,
+    };
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let result = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut head = Vec::new();
+        s.take(4096).read_to_end(&mut head)?;
+        Ok(String::from_utf8_lossy(&head).into_owned())
+    })();
+    match result {
+        Ok(text) if text.split(' ').nth(1) == Some("200") => ExitCode::SUCCESS,
+        Ok(text) => {
+            eprintln!(
+                "health: {path}: {}",
+                text.lines().next().unwrap_or("no answer")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("health: {addr}{path}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -14,6 +14,7 @@ mod chat_admin;
 mod chat_paging;
 mod cluster;
 mod cql;
+mod deploy;
 mod durability;
 mod fanout;
 mod input;

@@ -317,3 +317,41 @@ async fn connections_and_rate_limits_are_logged_as_json_and_a_flood_is_throttled
     let all = log_lines(&server, "rate limit exceeded");
     assert_eq!(accounted(&all), 41, "every refusal is a line or counted");
 }
+
+/// `roomcast health [PATH]` with `PORT` set: the exit status and what it printed.
+fn health(port: u16, path: Option<&str>) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .arg("health")
+        .args(path)
+        .env("PORT", port.to_string())
+        .output()
+        .expect("run roomcast health");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_health_command_probes_a_running_server_for_the_container_healthcheck() {
+    let server = Server::start(&[]).await;
+    let port = server.addr.port();
+    // Run off the runtime: the command blocks while the server answers.
+    let (ok, err) = tokio::task::spawn_blocking(move || health(port, None))
+        .await
+        .expect("join");
+    assert!(ok, "{err}");
+    let (ok, err) = tokio::task::spawn_blocking(move || health(port, Some("/readyz")))
+        .await
+        .expect("join");
+    assert!(ok, "{err}");
+    let (ok, err) = tokio::task::spawn_blocking(move || health(port, Some("/nope")))
+        .await
+        .expect("join");
+    assert!(!ok && err.contains("404"), "{err}");
+    drop(server);
+    let (ok, err) = tokio::task::spawn_blocking(move || health(port, None))
+        .await
+        .expect("join");
+    assert!(!ok && err.contains("127.0.0.1"), "a stopped server: {err}");
+}
