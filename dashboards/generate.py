@@ -208,6 +208,12 @@ FANOUT = [
 ]
 
 STORAGE = [
+    ts("Store operation latency p99 by backend and op", [
+        (quantile(0.99, "roomcast_store_operation_seconds", "backend, op"), "{{backend}} {{op}}"),
+    ], "s", [(0.1, "yellow"), (1, "red")], "Every history operation, whoever calls it (writer, gap fills, recovery, REST)."),
+    ts("Store errors and timeouts by op", [
+        (rate("roomcast_store_operation_errors_total", "backend, op, kind"), "{{backend}} {{op}} {{kind}}"),
+    ], "ops", [(0.01, "red")], "kind=timeout: no answer in time (a write may still land); kind=error: anything else."),
     ts("Store write latency (group commit)", [
         (quantile(0.5, "roomcast_store_write_seconds"), "p50"),
         (quantile(0.99, "roomcast_store_write_seconds"), "p99"),

@@ -69,6 +69,8 @@ pub const WRITER_QUEUE_CAPACITY: &str = "roomcast_writer_queue_capacity";
 pub const BUS_PUBLISH_QUEUE_DEPTH: &str = "roomcast_bus_publish_queue_depth";
 pub const NODE_INFO: &str = "roomcast_node_info";
 pub const ROOM_MESSAGES: &str = "roomcast_room_messages_published_total";
+pub const STORE_OPERATION_SECONDS: &str = "roomcast_store_operation_seconds";
+pub const STORE_OPERATION_ERRORS: &str = "roomcast_store_operation_errors_total";
 
 /// Buckets for latency histograms, in seconds: 50 µs .. 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -87,6 +89,7 @@ pub const HISTOGRAMS: &[(&str, bool)] = &[
     (DELIVERY_SECONDS, true),
     (STORE_WRITE_SECONDS, true),
     (STORE_READ_SECONDS, true),
+    (STORE_OPERATION_SECONDS, true),
     (HTTP_REQUEST_SECONDS, true),
     (PUSH_SECONDS, true),
     (OUTBOX_QUEUED_BYTES, false),
@@ -221,6 +224,15 @@ pub fn describe() {
         BUS_PUBLISH_QUEUE_DEPTH,
         "Envelopes waiting for the Redis bus publisher (cluster mode)."
     );
+    describe_histogram!(
+        STORE_OPERATION_SECONDS,
+        Unit::Seconds,
+        "History store operation latency, by backend and op (append, page, get, tombstone, find_client_msg, audit_page)."
+    );
+    describe_counter!(
+        STORE_OPERATION_ERRORS,
+        "History store operations that failed, by backend, op and kind (timeout: no answer in time, the write may still land; error)."
+    );
     describe_counter!(
         ROOM_MESSAGES,
         "Messages sequenced per room, only for the rooms named in ROOMCAST_METRICS_ROOMS (bounded cardinality)."
@@ -316,8 +328,14 @@ pub fn describe() {
 /// Puts the counters an alert or a dashboard panel watches at zero for their usual
 /// labels, so a query over a healthy node returns 0 rather than nothing (a rate over
 /// an absent series is no data, and `absent` would be the only way to alert on it).
-pub fn register_zeros(cluster: bool) {
+pub fn register_zeros(cluster: bool, store_backend: &'static str) {
     use metrics::counter;
+    for op in crate::store::measured::OPS {
+        for kind in ["timeout", "error"] {
+            counter!(STORE_OPERATION_ERRORS, "backend" => store_backend, "op" => *op, "kind" => kind)
+                .absolute(0);
+        }
+    }
     for reason in crate::disconnect::Disconnect::LABELS {
         counter!(DISCONNECTS, "reason" => *reason).absolute(0);
     }

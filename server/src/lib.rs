@@ -186,7 +186,10 @@ pub async fn run(
         tracing::info!(node = c.node, nodes = ?c.nodes(), "cluster member");
     }
     if metrics.is_some() {
-        roomcast_engine::metrics::register_zeros(engine.cluster().is_some());
+        roomcast_engine::metrics::register_zeros(
+            engine.cluster().is_some(),
+            engine.stores().history.backend(),
+        );
         let node = engine
             .cluster()
             .map_or_else(|| "single".to_owned(), |c| c.node.to_string());

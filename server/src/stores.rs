@@ -1,6 +1,6 @@
 //! The one place that chooses the stores from configuration: the CQL keyspace when
 //! `ROOMCAST_SCYLLA_NODES` is set, else the embedded (redb) database in the data
-//! directory.
+//! directory. History is measured here, whichever backend serves it.
 
 use roomcast_engine::store::cql::CqlStore;
 use roomcast_engine::{EmbeddedStore, Stores};
@@ -11,6 +11,12 @@ use crate::config::Config;
 /// keyspace without the schema this build knows, stops start-up with a message naming
 /// the contact points or the command to run.
 pub(crate) async fn open(config: &Config) -> Result<Stores, String> {
+    let mut stores = choose(config).await?;
+    stores.history = roomcast_engine::store::measured::Measured::wrap(stores.history);
+    Ok(stores)
+}
+
+async fn choose(config: &Config) -> Result<Stores, String> {
     if let Some(cql) = &config.cql {
         let store = CqlStore::connect(cql)
             .await

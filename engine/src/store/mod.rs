@@ -15,6 +15,7 @@ pub mod cql;
 pub mod embedded;
 mod history;
 mod keys;
+pub mod measured;
 pub mod writer;
 
 pub use calls::CallStore;
@@ -27,6 +28,10 @@ pub use keys::KeyStore;
 pub enum StoreError {
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The backend did not answer in time (a client or coordinator timeout): the
+    /// operation may still have been applied.
+    #[error("storage backend timed out: {0}")]
+    Timeout(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
 }

@@ -90,7 +90,20 @@ impl CqlConfig {
 
 impl From<scylla::errors::ExecutionError> for StoreError {
     fn from(e: scylla::errors::ExecutionError) -> Self {
-        StoreError::backend(e)
+        use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+        let timed_out = matches!(
+            &e,
+            ExecutionError::RequestTimeout(_)
+                | ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+                    DbError::WriteTimeout { .. } | DbError::ReadTimeout { .. },
+                    _
+                ))
+        );
+        if timed_out {
+            StoreError::Timeout(e.to_string())
+        } else {
+            StoreError::backend(e)
+        }
     }
 }
 
