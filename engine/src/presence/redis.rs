@@ -155,7 +155,7 @@ impl RedisPresence {
             inv.arg(u);
         }
         let mut conn = self.conn.clone();
-        let (live, entries): (Vec<u16>, Vec<String>) = match tokio::time::timeout(
+        let (mut live, entries): (Vec<u16>, Vec<String>) = match tokio::time::timeout(
             self.timing.every.max(Duration::from_secs(1)),
             inv.invoke_async(&mut conn),
         )
@@ -171,6 +171,8 @@ impl RedisPresence {
                 return Err(gone);
             }
         };
+        // By node id, not by Redis' score order (expiry): one canonical view.
+        live.sort_unstable();
         let now = now_unix_ms();
         let online: HashSet<String> = entries
             .iter()
