@@ -127,6 +127,15 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// A short backend name for logs and metrics (`embedded`, `scylla`).
     fn backend(&self) -> &'static str;
 
+    /// How long after a failed (timed-out) write the write may still be applied by the
+    /// backend. The writer reads a message that failed for good again after this long
+    /// before it calls it not stored: a write that lands late must not become a `seq`
+    /// that receivers skipped and a resend then acknowledges. Zero for a backend whose
+    /// failures are final.
+    fn settles_within(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     async fn append(&self, batch: WriteBatch) -> Result<Vec<AppendOutcome>, StoreError>;
 
     async fn page(&self, room_id: &str, query: PageQuery) -> Result<Vec<ChatMessage>, StoreError>;

@@ -62,6 +62,10 @@ impl HistoryStore for Measured {
         self.inner.backend()
     }
 
+    fn settles_within(&self) -> std::time::Duration {
+        self.inner.settles_within()
+    }
+
     async fn append(&self, batch: WriteBatch) -> Result<Vec<AppendOutcome>, StoreError> {
         let t = Instant::now();
         let r = self.inner.append(batch).await;

@@ -101,6 +101,13 @@ impl HistoryStore for CqlStore {
         "cql"
     }
 
+    /// Cassandra and ScyllaDB apply a mutation within their write timeout (2 s by
+    /// default) or drop it; a coordinator timeout or a lost reply leaves it open until
+    /// then.
+    fn settles_within(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2)
+    }
+
     async fn append(&self, batch: WriteBatch) -> Result<Vec<AppendOutcome>, StoreError> {
         // What is stored already, for every message at once (one round trip deep).
         let existing = join_all(batch.messages.iter().map(|m| self.existing(m))).await;
