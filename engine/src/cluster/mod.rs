@@ -25,6 +25,13 @@
 //! A dead node's leases expire after `ttl` and its slots go to the survivors the same
 //! way, without the drain.
 //!
+//! **Redis restarting empty.** Then every lease is gone at once rather than expired, and
+//! the fencing above alone would let a node acquire a slot while its previous holder,
+//! not yet aware, still sequences within its validity. So a node whose round finds its
+//! node-id claim gone acquires nothing for one lease (`acquire_after`): by then every
+//! earlier holder's validity (at most `ttl - margin` past its last good round, which
+//! came before the restart) has run out.
+//!
 //! Why one node id per instance: message ids embed the node id, so two live nodes with
 //! one id could mint the same id. The claim is renewed with every round; a node that
 //! finds its id taken by another instance stops sequencing.
@@ -150,6 +157,11 @@ struct State {
     held: HashMap<u16, Held>,
     /// Sequencing is allowed until then (the last good round + ttl - margin).
     valid_until: Option<Instant>,
+    /// No slot is acquired before then: set when Redis forgot this node (its node-id
+    /// claim was gone), because then every lease is gone too, not expired, and a node
+    /// that held one may still be sequencing under it until its own validity runs out
+    /// (at most a lease after its last good round).
+    acquire_after: Option<Instant>,
 }
 
 type DrainHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -183,7 +195,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nk = 'rc:nodeid:' .. me
 local cur = redis.call('GET', nk)
-if cur and cur ~= instance then return {0, {}, {}, {}} end
+if cur and cur ~= instance then return {0, {}, {}, {}, 0} end
+local fresh = 0
+if not cur then fresh = 1 end
 redis.call('SET', nk, instance, 'PX', ttl)
 redis.call('ZADD', 'rc:nodes', now + ttl, me)
 redis.call('ZREMRANGEBYSCORE', 'rc:nodes', '-inf', now)
@@ -207,6 +221,9 @@ for _ = 1, n do
 end
 local acquired = {}
 n = tonumber(ARGV[i]); i = i + 1
+-- Redis forgot this node: its leases, and everyone's, vanished rather than expired;
+-- acquire nothing now (the node holds off for a lease, see the module doc).
+if fresh == 1 then n = 0 end
 for _ = 1, n do
   local key = 'rc:lease:{' .. ARGV[i] .. '}'
   if redis.call('EXISTS', key) == 0 then
@@ -218,7 +235,7 @@ for _ = 1, n do
   end
   i = i + 1
 end
-return {1, live, renewed, acquired}
+return {1, live, renewed, acquired, fresh}
 "#;
 
 const LEAVE: &str = r#"
@@ -449,7 +466,8 @@ impl Cluster {
                     renew.push((*slot, h.token.clone()));
                 }
             }
-            let acquire: Vec<u16> = if stopping || !st.stable {
+            let holding_off = st.acquire_after.is_some_and(|t| Instant::now() < t);
+            let acquire: Vec<u16> = if stopping || !st.stable || holding_off {
                 Vec::new()
             } else {
                 (0..SLOTS)
@@ -478,10 +496,10 @@ impl Cluster {
         }
         let sent = Instant::now();
         let mut conn = self.conn.clone();
-        type Reply = (i64, Vec<String>, Vec<u16>, Vec<String>);
+        type Reply = (i64, Vec<String>, Vec<u16>, Vec<String>, i64);
         let reply =
             tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<Reply>(&mut conn)).await;
-        let (ok, live, renewed, acquired) = match reply {
+        let (ok, live, renewed, acquired, fresh) = match reply {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 metrics::counter!(m::CLUSTER_LEASE_ROUNDS, "outcome" => "failed").increment(1);
@@ -507,6 +525,17 @@ impl Cluster {
             return;
         }
         metrics::counter!(m::CLUSTER_LEASE_ROUNDS, "outcome" => "ok").increment(1);
+        if fresh == 1 {
+            // Redis lost this node's claim (restarted empty, or this node was away
+            // longer than a lease): whoever held leases may still sequence until its
+            // validity runs out, which is less than a lease from now.
+            st.acquire_after = Some(sent + self.cfg.ttl);
+            tracing::warn!(
+                node = self.node,
+                hold_ms = self.cfg.ttl.as_millis() as u64,
+                "redis had forgotten this node: acquiring no slot for one lease"
+            );
+        }
         let mut live: Vec<u16> = live.iter().filter_map(|n| n.parse().ok()).collect();
         live.sort_unstable();
         st.stable = st.live == live;

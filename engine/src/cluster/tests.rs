@@ -599,3 +599,57 @@ async fn the_room_roster_is_written_again_after_redis_restarts_empty_and_nobody_
     );
     assert_eq!(b.room_users("r").await, ["ua"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_empty_no_node_takes_a_slot_for_one_lease() {
+    let mut redis = RedisServer::start();
+    let mut members = Vec::new();
+    for n in [1u16, 2] {
+        let cfg = ClusterConfig {
+            node_id: Some(n),
+            ..fast()
+        };
+        let client = redis::Client::open(redis.url()).expect("client");
+        members.push(Cluster::join(client, cfg).await.expect("join"));
+    }
+    let held = |m: &[Arc<Cluster>]| m.iter().map(|c| c.slots_held()).sum::<usize>();
+    let deadline = Instant::now() + WAIT;
+    while !(held(&members) == SLOTS as usize
+        && members
+            .iter()
+            .all(|c| c.nodes().len() == 2 && c.slots_held() > 0))
+    {
+        assert!(Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every lease vanishes at once: a holder may still be sequencing under its own,
+    // so nobody may acquire until that validity has surely run out.
+    redis.kill();
+    redis.spawn();
+    let restarted = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    while held(&members) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lost leases were never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while held(&members) == 0 {
+        assert!(Instant::now() < deadline, "no slot was ever acquired again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = restarted.elapsed();
+    assert!(
+        after >= fast().ttl,
+        "a slot was acquired {after:?} after Redis restarted empty (a lease is {:?})",
+        fast().ttl
+    );
+    while held(&members) < SLOTS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the slots were not all taken again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
