@@ -48,6 +48,8 @@ pub enum AuthError {
     Claims,
     #[error("the token's issuer or audience is not accepted")]
     IssuerOrAudience,
+    #[error("the token is not valid yet (nbf or iat in the future)")]
+    NotYetValid,
     #[error("the token is malformed")]
     Malformed,
 }
@@ -61,6 +63,7 @@ impl AuthError {
             Self::Signature => "signature",
             Self::Claims => "claims",
             Self::IssuerOrAudience => "issuer_audience",
+            Self::NotYetValid => "not_yet_valid",
             Self::Malformed => "malformed",
         }
     }
@@ -88,11 +91,24 @@ struct Claims {
     cognito_groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    /// One audience or several (RFC 7519 allows both); checked by the validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds (documented in PROTOCOL.md).
+pub const LEEWAY_SECS: u64 = 30;
 
 /// Checks tokens.
 pub struct Verifier {
@@ -110,8 +126,17 @@ impl Verifier {
     pub fn new(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
+        // A configured issuer or audience is required, not only checked when present.
+        let mut required = vec!["exp", "sub"];
+        if issuer.is_some() {
+            required.push("iss");
+        }
+        if audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
         match issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -130,6 +155,7 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 ErrorKind::InvalidAlgorithm
                 | ErrorKind::InvalidAlgorithmName
                 | ErrorKind::UnsupportedAlgorithm => AuthError::Algorithm,
@@ -144,12 +170,21 @@ impl Verifier {
             },
         )?;
         let c = data.claims;
+        // Issued in the future (beyond the skew allowed): refused like an early `nbf`.
+        if c.iat.is_some_and(|iat| iat > now_secs() + LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid);
+        }
         let username = c
             .username
             .or(c.cognito_username)
             .filter(|u| !u.is_empty())
             .ok_or(AuthError::Claims)?;
-        if c.sub.is_empty() || c.sub.len() > 128 || username.len() > 128 {
+        // The user id rule used everywhere else: 1-128 printable ASCII, no spaces or
+        // control characters; a display name may be any text but control characters.
+        if roomcast_engine::protocol::validate_user_id(&c.sub).is_err()
+            || username.len() > 128
+            || username.chars().any(char::is_control)
+        {
             return Err(AuthError::Claims);
         }
         let is_admin = c
@@ -166,6 +201,12 @@ impl Verifier {
             expires_at: c.exp,
         })
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Mints an HS256 token for `user_id` valid for `ttl_secs`.
@@ -187,8 +228,9 @@ pub fn mint(
         roles: if admin { vec!["admin".into()] } else { vec![] },
         cognito_groups: vec![],
         iss: issuer.map(str::to_owned),
-        aud: audience.map(str::to_owned),
+        aud: audience.map(|a| Audience::One(a.to_owned())),
         iat: Some(now),
+        nbf: None,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -147,3 +147,154 @@ async fn tokens_are_accepted_in_the_query_or_the_authorization_header() {
         .expect("default room");
     assert_eq!(c.next_of("room_joined").await["roomId"], "lobby");
 }
+
+/// The reason a refused upgrade gives (`error.details.reason`), or `"accepted"`.
+async fn verdict(server: &Server, claims: Value) -> String {
+    let t = sign(claims, jsonwebtoken::Algorithm::HS256, SECRET);
+    match server.ws(&format!("/ws?token={t}")).await {
+        Ok(_) => "accepted".to_owned(),
+        Err((status, body)) => {
+            assert_eq!(status, 401, "{body}");
+            let v: Value = serde_json::from_str(&body).expect("json error body");
+            v["error"]["details"]["reason"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_configured_issuer_and_audience_are_required_and_an_audience_list_is_accepted() {
+    let server = Server::start(&[
+        ("ROOMCAST_JWT_ISSUER", "https://idp.example"),
+        ("ROOMCAST_JWT_AUDIENCE", "roomcast"),
+    ])
+    .await;
+    let exp = now() + 3600;
+    let base = |extra: Value| {
+        let mut c = json!({"sub": "u", "username": "u", "exp": exp});
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let iss = "https://idp.example";
+    assert_eq!(
+        verdict(&server, base(json!({"iss": iss, "aud": "roomcast"}))).await,
+        "accepted"
+    );
+    assert_eq!(
+        verdict(
+            &server,
+            base(json!({"iss": iss, "aud": ["other", "roomcast"]}))
+        )
+        .await,
+        "accepted",
+        "RFC 7519: aud may be an array"
+    );
+    assert_eq!(
+        verdict(&server, base(json!({"aud": "roomcast"}))).await,
+        "claims",
+        "no iss"
+    );
+    assert_eq!(
+        verdict(&server, base(json!({"iss": iss}))).await,
+        "claims",
+        "no aud"
+    );
+    assert_eq!(
+        verdict(&server, base(json!({"iss": iss, "aud": ["other"]}))).await,
+        "issuer_audience"
+    );
+    assert_eq!(
+        verdict(
+            &server,
+            base(json!({"iss": "https://evil", "aud": "roomcast"}))
+        )
+        .await,
+        "issuer_audience"
+    );
+}
+
+#[tokio::test]
+async fn tokens_from_the_future_and_odd_user_ids_are_refused_and_the_leeway_is_30_seconds() {
+    let server = Server::start(&[]).await;
+    let (n, exp) = (now(), now() + 3600);
+    let claims = |sub: &str, extra: Value| {
+        let mut c = json!({"sub": sub, "username": "U", "exp": exp});
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    assert_eq!(
+        verdict(&server, claims("u", json!({"nbf": n + 3600}))).await,
+        "not_yet_valid"
+    );
+    assert_eq!(
+        verdict(&server, claims("u", json!({"iat": n + 10 * 365 * 86_400}))).await,
+        "not_yet_valid"
+    );
+    // Within the 30 s leeway: clocks differ a little.
+    assert_eq!(
+        verdict(&server, claims("u", json!({"nbf": n + 10, "iat": n + 10}))).await,
+        "accepted"
+    );
+    assert_eq!(
+        verdict(&server, json!({"sub": "u", "username": "U", "exp": n - 10})).await,
+        "accepted",
+        "expired 10 s ago is within the leeway"
+    );
+    assert_eq!(
+        verdict(
+            &server,
+            json!({"sub": "u", "username": "U", "exp": n - 120})
+        )
+        .await,
+        "expired"
+    );
+    for bad in ["a\u{0}b", "a\r\nb", "a b", "ünï", "", &"x".repeat(129)] {
+        assert_eq!(
+            verdict(&server, claims(bad, json!({}))).await,
+            "claims",
+            "sub {bad:?}"
+        );
+    }
+    assert_eq!(
+        verdict(
+            &server,
+            json!({"sub": "u", "username": "line\nbreak", "exp": exp})
+        )
+        .await,
+        "claims",
+        "a control character in the display name"
+    );
+    assert_eq!(
+        verdict(
+            &server,
+            json!({"sub": "u", "username": "Zoë 🌙", "exp": exp})
+        )
+        .await,
+        "accepted",
+        "any other text is a fine display name"
+    );
+    // The scheme of the Authorization header is case-insensitive (RFC 7235).
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let header = format!("{scheme} {}", token("alice", false));
+        assert!(
+            server
+                .ws_with("/ws", &[("Authorization", &header)])
+                .await
+                .is_ok(),
+            "{scheme}"
+        );
+    }
+    let header = format!("Basic {}", token("alice", false));
+    assert!(
+        server
+            .ws_with("/ws", &[("Authorization", &header)])
+            .await
+            .is_err()
+    );
+}
