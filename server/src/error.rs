@@ -44,6 +44,12 @@ pub enum ApiError {
     NotFound,
     #[error("this method is not allowed here")]
     MethodNotAllowed,
+    /// The body is (or declares itself) larger than the limit: refused before reading.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// The body did not arrive in time (a client that sends part and goes silent).
+    #[error("the request body did not arrive within {ms} ms")]
+    BodyTimeout { ms: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     /// A storage failure: `503 store_unavailable` to the client; the cause rides in a
@@ -156,6 +162,20 @@ impl ApiError {
                 json!({"retryAfterMs": retry_after_ms}),
                 Some(*retry_after_ms),
             ),
+            ApiError::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                self.to_string(),
+                json!({"limit": limit}),
+                None,
+            ),
+            ApiError::BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                self.to_string(),
+                json!({}),
+                None,
+            ),
             ApiError::UpgradeRequired => (
                 StatusCode::UPGRADE_REQUIRED,
                 "upgrade_required",
@@ -232,6 +252,15 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(
+            self,
+            ApiError::BodyTooLarge { .. } | ApiError::BodyTimeout { .. }
+        ) {
+            // The body was not read to its end: the connection cannot carry another
+            // request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -1,7 +1,7 @@
 //! Cross-cutting HTTP layers: CORS on every route (origins from
 //! `ROOMCAST_CORS_ORIGINS`, any by default, as the seed's `CORS: true` routes expect)
-//! and request metrics by matched route template (never by raw path, so ids do not
-//! become labels).
+//! request metrics by matched route template (never by raw path, so ids do not
+//! become labels), and the declared-body-size check (413 before any body is read).
 
 use std::time::Instant;
 
@@ -97,4 +97,21 @@ pub(crate) async fn http_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Refuses a request whose declared `Content-Length` is over the body limit with 413
+/// before anything reads it (or authenticates it): nobody waits for 10 GB to arrive.
+pub(crate) async fn declared_body_limit(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > crate::api::MAX_BODY_BYTES as u64) {
+        return crate::error::ApiError::BodyTooLarge {
+            limit: crate::api::MAX_BODY_BYTES,
+        }
+        .into_response();
+    }
+    next.run(req).await
 }

@@ -235,3 +235,74 @@ async fn quiet_fails_on_a_pending_frame() {
         "quiet() passed over an error frame"
     );
 }
+
+/// Sends `head` (request line and headers) and `body_part`, keeps the connection open,
+/// and returns the response's status line and when it came.
+async fn raw_request(
+    server: &Server,
+    head: &str,
+    body_part: &[u8],
+) -> (String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(body_part).await.expect("body part");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("an answer, not a connection held forever")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    (
+        text.lines().next().unwrap_or("").to_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_huge_declared_body_is_refused_at_once_and_a_stalled_body_times_out() {
+    let server = Server::start(&[("ROOMCAST_HTTP_BODY_TIMEOUT_MS", "700")]).await;
+    let auth = format!("Bearer {}", crate::support::token("alice", false));
+    // 10 GB declared, nothing sent: 413 at once, without reading (or waiting for) it.
+    let head = format!(
+        "POST /messages HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
+    );
+    let (status, took) = raw_request(&server, &head, b"").await;
+    assert!(status.contains(" 413 "), "{status}");
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    // Unauthenticated too: the size is checked first.
+    let head = "POST /messages HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n";
+    let (status, _) = raw_request(&server, head, b"").await;
+    assert!(status.contains(" 413 "), "{status}");
+    // Part of a body, then silence: 408 once the body timeout passes, not a held socket.
+    let head = format!(
+        "POST /messages HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    );
+    let (status, took) = raw_request(&server, &head, b"{\"conversationId\":").await;
+    assert!(status.contains(" 408 "), "{status}");
+    assert!(
+        took >= std::time::Duration::from_millis(700) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        server
+            .metric("roomcast_api_errors_total", "code=\"request_timeout\"")
+            .await
+            >= 1.0
+    );
+    // A body within the limit that arrives in time is served as before.
+    let r = server
+        .call(
+            "POST",
+            "/conversations",
+            Some("alice"),
+            Some(json!({"participantIds": ["bob"]})),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+}

@@ -118,16 +118,19 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub T);
 
-/// Reads the body; an empty body is `None`.
-async fn body_bytes(req: Request) -> Result<Option<bytes::Bytes>, ApiError> {
+/// Reads the body; an empty body is `None`. The whole body must arrive within
+/// `ROOMCAST_HTTP_BODY_TIMEOUT_MS`: a client that sends part of one and goes silent would
+/// otherwise hold the connection (and a task) forever.
+async fn body_bytes(req: Request, app: &AppState) -> Result<Option<bytes::Bytes>, ApiError> {
+    let limit = app.config.http_body_timeout;
     let headers: HeaderMap = req.headers().clone();
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+    let bytes = tokio::time::timeout(limit, axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES))
         .await
-        .map_err(|_| {
-            ApiError::Client(ClientError::new(
-                ErrorCode::MessageTooLong,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            ))
+        .map_err(|_| ApiError::BodyTimeout {
+            ms: limit.as_millis() as u64,
+        })?
+        .map_err(|_| ApiError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
         })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -179,8 +182,8 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
-        match body_bytes(req).await? {
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
+        match body_bytes(req, app).await? {
             Some(bytes) => parse_json(&bytes).map(JsonBody),
             None => Err(ApiError::BadRequest {
                 field: "body".into(),
@@ -197,8 +200,8 @@ pub(crate) struct OptionalJsonBody<T>(pub T);
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
-        match body_bytes(req).await? {
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
+        match body_bytes(req, app).await? {
             // JSON `null` is an absent body too.
             Some(bytes) => {
                 parse_json::<Option<T>>(&bytes).map(|v| OptionalJsonBody(v.unwrap_or_default()))

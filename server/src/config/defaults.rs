@@ -28,6 +28,7 @@ pub(super) const DEFAULT_SCYLLA_KEYSPACE: &str = "roomcast";
 pub(super) const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
 pub(super) const DEFAULT_CLUSTER_LEASE_MS: u64 = 6_000;
 pub(super) const DEFAULT_CLUSTER_CUT_OFF_CLOSE_MS: u64 = 10_000;
+pub(super) const DEFAULT_HTTP_BODY_TIMEOUT_MS: u64 = 10_000;
 pub(super) const DEFAULT_SCYLLA_REPLICATION: &str =
     "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}";
 pub(super) const DEFAULT_SCYLLA_CONSISTENCY: &str = "local_quorum";
@@ -79,6 +80,10 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         (
             "ROOMCAST_WRITE_TIMEOUT_MS",
             DEFAULT_WRITE_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "ROOMCAST_HTTP_BODY_TIMEOUT_MS",
+            DEFAULT_HTTP_BODY_TIMEOUT_MS.to_string(),
         ),
         (
             "ROOMCAST_PING_INTERVAL_MS",

@@ -35,6 +35,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// How long one socket write may take before the client counts as dead.
     pub write_timeout: Duration,
+    /// How long an HTTP request body may take to arrive (408 after).
+    pub http_body_timeout: Duration,
     /// How long `/readyz` reports draining before the listener closes.
     pub shutdown_drain_delay: Duration,
     /// How long shutdown waits for connections to close.
@@ -656,6 +658,11 @@ impl Config {
                 env,
                 "ROOMCAST_WRITE_TIMEOUT_MS",
                 DEFAULT_WRITE_TIMEOUT_MS,
+            )?),
+            http_body_timeout: Duration::from_millis(positive(
+                env,
+                "ROOMCAST_HTTP_BODY_TIMEOUT_MS",
+                DEFAULT_HTTP_BODY_TIMEOUT_MS,
             )?),
             shutdown_drain_delay: Duration::from_millis(parse(
                 env,
