@@ -63,7 +63,7 @@ fn serve() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let addr = std::net::SocketAddr::new(config.bind, config.port);
-        let listener = listen(addr, config.listen_backlog)
+        let listener = listen(addr, config.listen_backlog, config.socket_send_buffer)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         roomcast_server::run(listener, config, metrics, shutdown::signal(), |bound| {
             // One line on stdout that scripts and tests wait for: the server is ready.
@@ -84,13 +84,22 @@ fn serve() -> ExitCode {
 
 /// Binds with an explicit backlog: a reconnect storm after a restart arrives all at once,
 /// and tokio's default (1024) makes the excess wait a SYN retransmit (a second or more).
-fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+/// The listening socket. Accepted sockets inherit its `SO_SNDBUF` (Linux), so the send
+/// buffer is set once here rather than per connection.
+fn listen(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+    send_buffer: Option<usize>,
+) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if let Some(n) = send_buffer {
+        socket.set_send_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))?;
+    }
     socket.bind(addr)?;
     socket.listen(backlog)
 }

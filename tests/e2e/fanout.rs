@@ -255,6 +255,15 @@ async fn a_member_that_stops_reading_is_closed_with_1013_and_others_keep_receivi
             >= 1.0,
         "no slow consumer after {sent} messages"
     );
+    // Cut near the caps: the 64 KiB outbox plus the socket's fixed send buffer
+    // (ROOMCAST_SOCKET_SEND_BUFFER_BYTES, 256 KiB, doubled by Linux) plus the slow
+    // member's tiny receive buffer; with the kernel's autotuning the send buffer alone
+    // would have absorbed megabytes first.
+    let bytes = sent * body.len();
+    assert!(
+        bytes < 1_200_000,
+        "the slow member held {bytes} bytes before it was cut"
+    );
     // The reader got everything, and keeps receiving after the cut.
     assert_eq!(received, sent);
     publisher.publish("r", "after", "after").await;

@@ -13,6 +13,7 @@ pub(super) const DEFAULT_PORT: u16 = 8000;
 pub(super) const DEFAULT_BIND: [u8; 4] = [0, 0, 0, 0];
 pub(super) const DEFAULT_DATA_DIR: &str = "data";
 pub(super) const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+pub(super) const DEFAULT_SOCKET_SEND_BUFFER_BYTES: usize = 262_144;
 pub(super) const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 pub(super) const DEFAULT_WRITE_TIMEOUT_MS: u64 = 10_000;
 pub(super) const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
@@ -49,6 +50,10 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         (
             "ROOMCAST_LISTEN_BACKLOG",
             DEFAULT_LISTEN_BACKLOG.to_string(),
+        ),
+        (
+            "ROOMCAST_SOCKET_SEND_BUFFER_BYTES",
+            DEFAULT_SOCKET_SEND_BUFFER_BYTES.to_string(),
         ),
         ("ROOMCAST_DATA_DIR", DEFAULT_DATA_DIR.to_owned()),
         ("NODE_ENV", unset()),

@@ -46,6 +46,10 @@ pub struct Config {
     pub ping_interval: Option<Duration>,
     /// The listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub listen_backlog: u32,
+    /// `SO_SNDBUF` of every accepted socket (set on the listener, which they inherit);
+    /// `None` (0) leaves the kernel's autotuning. A fixed size bounds what a client
+    /// that stops reading can hold in the kernel beside its outbox.
+    pub socket_send_buffer: Option<usize>,
     pub echo_endpoint: bool,
     pub log_json: bool,
     /// Origins allowed by CORS; `None` = any origin (`*`).
@@ -680,6 +684,14 @@ impl Config {
                 ms => Some(Duration::from_millis(ms)),
             },
             listen_backlog: positive(env, "ROOMCAST_LISTEN_BACKLOG", DEFAULT_LISTEN_BACKLOG)?,
+            socket_send_buffer: match parse(
+                env,
+                "ROOMCAST_SOCKET_SEND_BUFFER_BYTES",
+                DEFAULT_SOCKET_SEND_BUFFER_BYTES,
+            )? {
+                0 => None,
+                n => Some(n),
+            },
             echo_endpoint: flag(env, "ROOMCAST_ECHO_ENDPOINT", false)?,
             log_json: get(env, "ROOMCAST_LOG_FORMAT").is_some_and(|v| v == "json"),
             engine,
