@@ -154,8 +154,9 @@ async fn the_message_rate_limit_answers_with_retry_after_and_keeps_the_connectio
         (e["code"].as_str(), e["clientMsgId"].as_str()),
         (Some("rate_limited"), Some("c3"))
     );
+    // At most 3 in any 60 s: the next one is allowed when the first leaves the window.
     let retry = e["retryAfterMs"].as_u64().expect("retryAfterMs");
-    assert!(retry > 0 && retry <= 20_000, "{retry}");
+    assert!(retry > 50_000 && retry <= 60_000, "{retry}");
     c.quiet().await;
     assert_eq!(server.history("r").await.len(), 3);
     assert!(
