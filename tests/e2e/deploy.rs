@@ -6,47 +6,9 @@
 //! `target/tools-bin`); a missing one fails the test and says so. No Docker engine or
 //! Kubernetes cluster runs here: nothing is built or installed.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-/// A tool from the test command's tool directories, else from `PATH`.
-fn tool(name: &str) -> PathBuf {
-    let r = repo();
-    let local = [
-        r.join("target/tools-venv/bin").join(name),
-        r.join("target/tools-bin").join(name),
-    ];
-    if let Some(p) = local.into_iter().find(|p| p.is_file()) {
-        return p;
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed: run `bash scripts/test.sh` (it installs it)")
-        })
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("the command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
+use crate::support::tools::{repo, run, tool};
 
 #[test]
 fn the_dockerfile_passes_hadolint_and_matches_the_servers_shutdown() {

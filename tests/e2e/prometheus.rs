@@ -5,7 +5,7 @@
 //! recording rule and every dashboard panel expression (a renamed metric, a wrong
 //! label or a typo gives an empty result or an error, and fails here).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,36 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cql::{cql_env, keyspace, node, run_binary, server_on};
 use crate::support::Server;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-/// A tool the test command installs; missing, the test fails and says so.
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is not installed: run `bash scripts/test.sh` (it installs Debian's prometheus)")
-    })
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("the command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
+use crate::support::tools::{repo, run, tool};
 
 #[test]
 fn the_rules_pass_promtool_and_their_unit_tests() {

@@ -459,5 +459,6 @@ fn parse_response(buf: &[u8]) -> (u16, String) {
 }
 
 mod client;
+pub mod tools;
 
 pub use client::{Client, Event};
