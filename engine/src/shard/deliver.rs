@@ -12,6 +12,13 @@
 //! filled), so a loss right after subscribing is a gap like any other; a message at or
 //! below the floor heard live was published after the subscription and is delivered.
 //! A periodic position check from the bus catches a loss no later message reveals.
+//!
+//! A fill may skip a `seq` the store lacks (a write that failed for good) only up to the
+//! highest `seq` known published (`Room::fill_bound`): the writer stores a batch's
+//! messages concurrently and publishes them once all are stored, so a read that races
+//! a batch can see message N+1 before N. Above the bound the page is delivered only
+//! while contiguous; the rest comes on the bus. (Skipping there lost a message under
+//! load: a member dropped N as a repeat once the page had moved it past N.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +68,12 @@ impl Shard {
         }
         // While a gap of the room is being filled, everything of it waits, in order.
         if let Some(room_id) = env.room_id()
-            && let Some(waiting) = self.rooms.get_mut(room_id).and_then(|r| r.filling.as_mut())
+            && let Some(room) = self.rooms.get_mut(room_id)
+            && let Some(waiting) = room.filling.as_mut()
         {
+            if let Envelope::Message(m) = &env {
+                room.fill_bound = room.fill_bound.max(Some(m.msg.seq));
+            }
             waiting.push(env);
             return;
         }
@@ -97,6 +108,7 @@ impl Shard {
                 Some(at) if seq > at.seq + 1 && strict == Strict::Yes => {
                     metrics::counter!(m::BUS_GAPS).increment(1);
                     let room_id = m.msg.room_id.clone();
+                    room.fill_bound = room.fill_bound.max(Some(seq));
                     room.filling = Some(vec![Envelope::Message(Box::new(m))]);
                     return self.start_fill(room_id, at.last_id.unwrap_or(0), Fill::Gap);
                 }
@@ -195,6 +207,7 @@ impl Shard {
             "delivery read done"
         );
         let audience = room.audience.clone();
+        let bound = room.fill_bound;
         let strict = match (kind, result) {
             (Fill::Position, Ok(page)) => {
                 let newest = page.last().map_or(Position::default(), |m| Position {
@@ -214,11 +227,28 @@ impl Shard {
                 metrics::counter!(m::BUS_GAP_FILLED).increment(page.len() as u64);
                 // A full page may not reach the gap's end: read on from its last
                 // message before anything that waited (the next read is strict).
-                let more = (page.len() >= self.cfg.recovery_max_messages)
+                let mut more = (page.len() >= self.cfg.recovery_max_messages)
                     .then(|| page.last().map(|m| m.message_id))
                     .flatten();
                 let now = Instant::now();
                 for msg in page {
+                    // Up to the bound a `seq` the store lacks was never stored and is
+                    // skipped. Above it the read may have caught a batch half written
+                    // (its messages are stored concurrently and published only once all
+                    // are): deliver only while contiguous, and leave the rest to the
+                    // bus, which brings them once published.
+                    if bound.is_none_or(|b| msg.seq > b) {
+                        let next = self
+                            .rooms
+                            .get(&room_id)
+                            .and_then(|r| r.delivered.or(r.floor))
+                            .map_or(0, |d| d.seq)
+                            + 1;
+                        if msg.seq > next {
+                            more = None;
+                            break;
+                        }
+                    }
                     let env = Envelope::Message(Box::new(RoomMessage {
                         msg,
                         audience: audience.clone(),
@@ -231,6 +261,9 @@ impl Shard {
                 {
                     room.filling = Some(waiting);
                     return self.start_fill(room_id, after, Fill::Gap);
+                }
+                if let Some(room) = self.rooms.get_mut(&room_id) {
+                    room.fill_bound = None;
                 }
                 Strict::No
             }
@@ -295,6 +328,8 @@ impl Shard {
         };
         if previous.is_some_and(|p| p > at.seq) && seq > at.seq {
             metrics::counter!(m::BUS_GAPS).increment(1);
+            // The mark is what the sequencer published: settled up to there.
+            room.fill_bound = room.fill_bound.max(Some(seq));
             room.filling = Some(Vec::new());
             self.start_fill(room_id.to_owned(), at.last_id.unwrap_or(0), Fill::Gap);
         }

@@ -100,6 +100,12 @@ pub(super) struct Room {
     /// The high-water mark the last position check reported (a gap is acted on when a
     /// check finds the room still behind the previous check's mark).
     pub(super) last_hwm: Option<u64>,
+    /// While a gap is filled: the highest `seq` known to be published (a message heard,
+    /// or a position mark). Everything at or below it is settled in the store (stored,
+    /// or failed for good), so a fill may skip a `seq` the store lacks only up to here;
+    /// above it a batch may still be landing write by write, and a hole there is a
+    /// message in flight, not a missing one.
+    pub(super) fill_bound: Option<u64>,
 }
 
 impl Room {
@@ -118,6 +124,7 @@ impl Room {
             audience: None,
             lease: position.map_or(0, |p| p.1),
             delivered: None,
+            fill_bound: None,
             floor: None,
             filling: None,
             positioning: None,
