@@ -452,13 +452,33 @@ mod tests {
     /// A store that fails every append while `failing` is set, and for the next
     /// `partial` appends reports messages of room `shaky` as `Failed` (storing the rest).
     struct Flaky {
-        inner: EmbeddedStore,
+        inner: Arc<EmbeddedStore>,
         failing: std::sync::atomic::AtomicBool,
         attempts: std::sync::atomic::AtomicUsize,
         partial: std::sync::atomic::AtomicUsize,
         /// The next this many appends store the batch, then answer `Err` (a reply lost
         /// after the write, as a timed-out write that went through).
         lost_replies: std::sync::atomic::AtomicUsize,
+        /// Every append times out, and the first one's batch is applied this long
+        /// later (a write that lands after its timeout).
+        lands_after: Option<Duration>,
+        scheduled: std::sync::atomic::AtomicBool,
+        /// What `settles_within` answers.
+        settle: Duration,
+    }
+
+    /// A [`Flaky`] that behaves: each test turns on what it needs.
+    fn flaky(dir: &std::path::Path) -> Flaky {
+        Flaky {
+            inner: Arc::new(EmbeddedStore::open(dir).expect("open")),
+            failing: Default::default(),
+            attempts: Default::default(),
+            partial: Default::default(),
+            lost_replies: Default::default(),
+            lands_after: None,
+            scheduled: Default::default(),
+            settle: Duration::ZERO,
+        }
     }
 
     #[async_trait::async_trait]
@@ -466,12 +486,30 @@ mod tests {
         fn backend(&self) -> &'static str {
             "flaky"
         }
+        fn settles_within(&self) -> Duration {
+            self.settle
+        }
         async fn append(
             &self,
             batch: WriteBatch,
         ) -> Result<Vec<AppendOutcome>, crate::store::StoreError> {
             self.attempts
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(after) = self.lands_after {
+                if !self
+                    .scheduled
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = inner.append(batch).await;
+                    });
+                }
+                return Err(crate::store::StoreError::Timeout(
+                    "no answer in time".into(),
+                ));
+            }
             if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(crate::store::StoreError::Backend("disk on fire".into()));
             }
@@ -581,11 +619,8 @@ mod tests {
     async fn a_failed_commit_is_retried_then_reported_and_never_acked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Flaky {
-            inner: EmbeddedStore::open(dir.path()).expect("open"),
             failing: std::sync::atomic::AtomicBool::new(true),
-            attempts: std::sync::atomic::AtomicUsize::new(0),
-            partial: std::sync::atomic::AtomicUsize::new(0),
-            lost_replies: std::sync::atomic::AtomicUsize::new(0),
+            ..flaky(dir.path())
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
         let rx = queue(&writer, message("r", 7, "u", Some("c")));
@@ -630,12 +665,9 @@ mod tests {
     async fn a_partly_failed_append_retries_only_the_failed_messages() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Flaky {
-            inner: EmbeddedStore::open(dir.path()).expect("open"),
-            failing: std::sync::atomic::AtomicBool::new(false),
-            attempts: std::sync::atomic::AtomicUsize::new(0),
             // The first append fails the shaky message; its retry succeeds.
             partial: std::sync::atomic::AtomicUsize::new(1),
-            lost_replies: std::sync::atomic::AtomicUsize::new(0),
+            ..flaky(dir.path())
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
         let replies: Vec<Reply> = [("calm", 1), ("shaky", 2), ("calm", 3)]
@@ -688,11 +720,8 @@ mod tests {
     async fn a_retry_that_finds_its_own_write_is_stored_and_a_resend_gets_the_original_seq() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Flaky {
-            inner: EmbeddedStore::open(dir.path()).expect("open"),
-            failing: std::sync::atomic::AtomicBool::new(false),
-            attempts: std::sync::atomic::AtomicUsize::new(0),
-            partial: std::sync::atomic::AtomicUsize::new(0),
             lost_replies: std::sync::atomic::AtomicUsize::new(1),
+            ..flaky(dir.path())
         });
         let (writer, _task) = HistoryWriter::spawn(store.clone(), 64, 64);
         let (tx, heard) = flume::unbounded();
@@ -738,91 +767,17 @@ mod tests {
         );
     }
 
-    /// Every append times out; the first one's batch is applied by the "backend" later,
-    /// after the writer's last retry but within its settling time.
-    struct LateWrites {
-        inner: Arc<EmbeddedStore>,
-        scheduled: std::sync::atomic::AtomicBool,
-        lands_after: Duration,
-    }
-
-    #[async_trait::async_trait]
-    impl HistoryStore for LateWrites {
-        fn backend(&self) -> &'static str {
-            "late"
-        }
-        fn settles_within(&self) -> Duration {
-            Duration::from_millis(800)
-        }
-        async fn append(
-            &self,
-            batch: WriteBatch,
-        ) -> Result<Vec<AppendOutcome>, crate::store::StoreError> {
-            if !self
-                .scheduled
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                let (inner, after) = (self.inner.clone(), self.lands_after);
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = inner.append(batch).await;
-                });
-            }
-            Err(crate::store::StoreError::Timeout(
-                "no answer in time".into(),
-            ))
-        }
-        async fn page(
-            &self,
-            room_id: &str,
-            query: crate::store::PageQuery,
-        ) -> Result<Vec<ChatMessage>, crate::store::StoreError> {
-            self.inner.page(room_id, query).await
-        }
-        async fn get(
-            &self,
-            room_id: &str,
-            id: MessageId,
-        ) -> Result<Option<ChatMessage>, crate::store::StoreError> {
-            self.inner.get(room_id, id).await
-        }
-        async fn tombstone(
-            &self,
-            room_id: &str,
-            id: MessageId,
-        ) -> Result<bool, crate::store::StoreError> {
-            self.inner.tombstone(room_id, id).await
-        }
-        async fn find_client_msg(
-            &self,
-            room_id: &str,
-            user_id: &str,
-            client_msg_id: &str,
-        ) -> Result<Option<MessageId>, crate::store::StoreError> {
-            self.inner
-                .find_client_msg(room_id, user_id, client_msg_id)
-                .await
-        }
-        async fn audit_page(
-            &self,
-            after: Option<u64>,
-            limit: usize,
-        ) -> Result<Vec<AuditEntry>, crate::store::StoreError> {
-            self.inner.audit_page(after, limit).await
-        }
-    }
-
     #[tokio::test]
     async fn a_timed_out_write_that_lands_before_it_settles_is_acked_as_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let inner = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
         // The retries end after 1.3 s; the write lands at 1.6 s; the writer reads again
         // at 2.1 s (1.3 + 0.8).
-        let store = Arc::new(LateWrites {
-            inner: inner.clone(),
-            scheduled: Default::default(),
-            lands_after: Duration::from_millis(1600),
+        let store = Arc::new(Flaky {
+            lands_after: Some(Duration::from_millis(1600)),
+            settle: Duration::from_millis(800),
+            ..flaky(dir.path())
         });
+        let inner = store.inner.clone();
         let (writer, _task) = HistoryWriter::spawn(store, 64, 64);
         let acked = queue(&writer, message("r", 9, "u", Some("late")))
             .await
@@ -836,12 +791,11 @@ mod tests {
     #[tokio::test]
     async fn a_timed_out_write_that_never_lands_fails_after_it_settles() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let inner = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-        let store = Arc::new(LateWrites {
-            inner: inner.clone(),
-            scheduled: Default::default(),
+        let store = Arc::new(Flaky {
             // Lands long after anyone looked (the residual risk ARCHITECTURE.md names).
-            lands_after: Duration::from_secs(3600),
+            lands_after: Some(Duration::from_secs(3600)),
+            settle: Duration::from_millis(800),
+            ..flaky(dir.path())
         });
         let (writer, _task) = HistoryWriter::spawn(store, 64, 64);
         let started = Instant::now();
