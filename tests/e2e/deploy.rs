@@ -31,7 +31,7 @@ fn the_dockerfile_passes_hadolint_and_matches_the_servers_shutdown() {
 #[test]
 fn the_compose_cluster_has_three_nodes_redis_scylla_prometheus_and_grafana() {
     let dir = repo().join("deploy/compose");
-    // PyYAML comes with the tools venv (schemathesis depends on it).
+    // PyYAML is in the tools venv (scripts/test.sh installs it).
     let script = r#"
 import os, sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
