@@ -67,8 +67,8 @@ fn reject(reason: &'static str) {
 }
 
 /// WebSocket admission: every check that can refuse a connection (draining, cut off
-/// from the cluster, auth,
-/// per-IP connect rate, parameters, the per-user limit) runs here, before the upgrade.
+/// from the cluster, auth, per-IP connect rate, parameters, the per-user limit) runs
+/// here, before the upgrade.
 /// (`accept.rs` is the TCP accept loop, a different step.)
 async fn admit(
     app: AppState,
