@@ -276,6 +276,23 @@ impl Server {
         }
     }
 
+    /// Waits until a metric reaches at least `value` (for counts that other sessions,
+    /// closing at their own pace, may add to).
+    pub async fn wait_metric_at_least(&self, name: &str, filter: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let v = self.metric(name, filter).await;
+            if v >= value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{{{filter}}} stayed at {v}, expected at least {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every message of `room` in history, oldest first (pages backwards).
     pub async fn history(&self, room: &str) -> Vec<Value> {
         let token = self.token("history-reader");
