@@ -119,14 +119,17 @@ pub fn validate_attachments(
     }
 }
 
-/// Checks a reaction name against [`REACTIONS`].
+/// Checks a reaction: one of [`REACTIONS`] or a single emoji ([`crate::emoji`]).
 pub fn validate_reaction(reaction: &str) -> Result<(), ClientError> {
-    if REACTIONS.contains(&reaction) {
+    if REACTIONS.contains(&reaction) || crate::emoji::is_single_emoji(reaction) {
         Ok(())
     } else {
         Err(invalid(
             "reaction",
-            format!("reaction must be one of: {}", REACTIONS.join(", ")),
+            format!(
+                "reaction must be one of {} or a single emoji",
+                REACTIONS.join(", ")
+            ),
         ))
     }
 }

@@ -12,6 +12,7 @@ pub mod chat;
 pub mod clock;
 pub mod cluster;
 pub mod disconnect;
+pub mod emoji;
 pub mod engine;
 pub mod error;
 pub mod ids;

@@ -7,6 +7,8 @@ pub const CONNECTS: &str = "roomcast_connects_total";
 pub const DISCONNECTS: &str = "roomcast_disconnects_total";
 pub const CONNECT_REJECTED: &str = "roomcast_connect_rejected_total";
 pub const AUTH_FAILURES: &str = "roomcast_auth_failures_total";
+pub const JWKS_FETCHES: &str = "roomcast_jwks_fetches_total";
+pub const JWKS_KEYS: &str = "roomcast_jwks_keys";
 pub const MESSAGES_PUBLISHED: &str = "roomcast_messages_published_total";
 pub const MESSAGES_DELIVERED: &str = "roomcast_messages_delivered_total";
 pub const MESSAGES_STORED: &str = "roomcast_messages_stored_total";
@@ -111,6 +113,11 @@ pub fn describe() {
         AUTH_FAILURES,
         "Requests rejected for a missing or invalid token, by reason."
     );
+    describe_counter!(
+        JWKS_FETCHES,
+        "Fetches of the identity provider's JWKS, by outcome (ok, error, throttled: a key-id miss within the refetch interval)."
+    );
+    describe_gauge!(JWKS_KEYS, "Signing keys cached from the JWKS.");
     describe_counter!(MESSAGES_PUBLISHED, "Messages accepted for fan-out.");
     describe_counter!(
         BUS_PUBLISHED,

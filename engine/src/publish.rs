@@ -13,6 +13,7 @@ use crate::error::{ClientError, ErrorCode};
 use crate::message::{Attachment, ChatMessage, MessageType};
 use crate::metrics as m;
 use crate::moderation::Verdict;
+use crate::ratelimit::Quota;
 use crate::shard::Publish;
 use crate::store::AuditEntry;
 use crate::store::writer::{AckTo, Acked};
@@ -79,6 +80,22 @@ impl Engine {
             }
         }
         self.inner.limits.check_message(user_id)
+    }
+
+    /// `user_id`'s message allowance now, without taking from it (seed 004's
+    /// `getRemainingQuota`): the cluster's in a cluster, this node's otherwise or
+    /// while Redis does not answer.
+    pub async fn message_quota(&self, user_id: &str) -> Quota {
+        let rate = &self.inner.cfg.rate;
+        if let Some(c) = &self.inner.cluster
+            && let Some(q) = c
+                .cluster
+                .message_quota(user_id, rate.max_messages, rate.window)
+                .await
+        {
+            return q;
+        }
+        self.inner.limits.message_quota(user_id)
     }
 
     /// Checks a message before it goes to a shard, the same for every entry point:

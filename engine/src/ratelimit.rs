@@ -17,7 +17,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota as GcraQuota, RateLimiter};
 
 /// The configured limits.
 #[derive(Debug, Clone)]
@@ -49,14 +49,29 @@ fn nz(n: u32) -> NonZeroU32 {
 
 /// `max` events per `window`, with a burst of `max`: a fresh client may send `max`
 /// at once, then one every `window / max`.
-fn quota(max: u32, window: Duration) -> Quota {
+fn quota(max: u32, window: Duration) -> GcraQuota {
     let period = window
         .checked_div(max.max(1))
         .unwrap_or(window)
         .max(Duration::from_nanos(1));
-    Quota::with_period(period)
-        .unwrap_or(Quota::per_second(nz(max)))
+    GcraQuota::with_period(period)
+        .unwrap_or(GcraQuota::per_second(nz(max)))
         .allow_burst(nz(max))
+}
+
+/// A budget's state as a client may see it (seed 004's `getRemainingQuota`, the REST
+/// `RateLimit-*` headers, the socket's `quota` frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Events allowed per window.
+    pub limit: u32,
+    /// Events still allowed now.
+    pub remaining: u32,
+    /// The window, in ms.
+    pub window_ms: u64,
+    /// Ms until the allowance grows again (the oldest counted event leaves the window,
+    /// or the bucket gains a token); 0 when nothing is counted.
+    pub reset_ms: u64,
 }
 
 /// At most `max` events per key in any `window`: each key's admission times within
@@ -110,6 +125,33 @@ impl SlidingLog {
         Ok(self.max - log.len())
     }
 
+    /// The key's allowance at `now`, without taking from it.
+    fn peek_at(&self, key: &str, now: Instant) -> Quota {
+        let map = self.stripe(key).lock();
+        let live: Vec<Instant> = map
+            .get(key)
+            .map(|log| {
+                log.iter()
+                    .copied()
+                    .filter(|t| now.saturating_duration_since(*t) < self.window)
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(map);
+        let reset_ms = live.first().map_or(0, |oldest| {
+            let left = self
+                .window
+                .saturating_sub(now.saturating_duration_since(*oldest));
+            (left.as_millis() as u64).max(1)
+        });
+        Quota {
+            limit: self.max as u32,
+            remaining: self.max.saturating_sub(live.len()) as u32,
+            window_ms: self.window.as_millis() as u64,
+            reset_ms,
+        }
+    }
+
     /// Forgets keys with nothing left in the window.
     fn prune_at(&self, now: Instant) {
         for stripe in &self.stripes {
@@ -122,6 +164,95 @@ impl SlidingLog {
 
     fn len(&self) -> usize {
         self.stripes.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+/// The limiter behind a [`Budget`]: governor's keyed GCRA, telling the remaining
+/// burst on every admission.
+type InformedLimiter = RateLimiter<
+    String,
+    governor::state::keyed::DefaultKeyedStateStore<String>,
+    DefaultClock,
+    governor::middleware::StateInformationMiddleware,
+>;
+
+/// A per-key budget of `limit` events per `window`, a burst of `limit` refilled
+/// steadily (governor's GCRA: one word of state per key, so budgets of hundreds per
+/// minute cost no more than small ones). The REST routes' per-user budgets and the
+/// pre-key fetches per requester and partner. A `limit` of 0 turns it off.
+pub struct Budget {
+    limiter: Option<InformedLimiter>,
+    limit: u32,
+    window: Duration,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("limit", &self.limit)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Budget {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limiter: (limit > 0).then(|| {
+                RateLimiter::keyed(quota(limit, window))
+                    .with_middleware::<governor::middleware::StateInformationMiddleware>()
+            }),
+            limit,
+            window,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Whether the budget limits anything.
+    pub fn enabled(&self) -> bool {
+        self.limiter.is_some()
+    }
+
+    /// Takes one event from `key`'s budget: `Ok(Some(quota))` after it (its `reset_ms`
+    /// is at most one refill interval), `Ok(None)` when the budget is off, `Err(quota)`
+    /// with nothing left and `reset_ms` the wait until one event is allowed.
+    pub fn check(&self, key: &str) -> Result<Option<Quota>, Quota> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(None);
+        };
+        let window_ms = self.window.as_millis() as u64;
+        let interval_ms = (window_ms / u64::from(self.limit.max(1))).max(1);
+        match limiter.check_key(&key.to_owned()) {
+            Ok(state) => Ok(Some(Quota {
+                limit: self.limit,
+                remaining: state.remaining_burst_capacity(),
+                window_ms,
+                reset_ms: interval_ms,
+            })),
+            Err(not_until) => Err(Quota {
+                limit: self.limit,
+                remaining: 0,
+                window_ms,
+                reset_ms: not_until
+                    .wait_time_from(self.clock.now())
+                    .as_millis()
+                    .max(1) as u64,
+            }),
+        }
+    }
+
+    /// Forgets keys whose budget is full again.
+    pub fn prune(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// Keys currently tracked.
+    pub fn tracked_keys(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.len())
     }
 }
 
@@ -148,7 +279,7 @@ impl RateLimits {
                 cfg.connects_per_ip_per_sec,
                 Duration::from_secs(1),
             )),
-            typing: RateLimiter::keyed(Quota::per_second(nz(cfg.typing_per_sec))),
+            typing: RateLimiter::keyed(GcraQuota::per_second(nz(cfg.typing_per_sec))),
             clock: DefaultClock::default(),
         }
     }
@@ -157,6 +288,11 @@ impl RateLimits {
     /// `Err(ms)` says how long until the oldest one leaves the window.
     pub fn check_message(&self, user_id: &str) -> Result<(), u64> {
         self.messages.check_at(user_id, Instant::now()).map(|_| ())
+    }
+
+    /// `user_id`'s message allowance now, without taking from it (this node's log).
+    pub fn message_quota(&self, user_id: &str) -> Quota {
+        self.messages.peek_at(user_id, Instant::now())
     }
 
     /// Takes one connection attempt from `ip`'s allowance.
@@ -245,8 +381,44 @@ mod tests {
         assert_eq!(log.check_at("v", t0 + Duration::from_secs(3)), Ok(0));
         assert_eq!(log.check_at("v", t0 + Duration::from_secs(4)), Err(6000));
         assert_eq!(log.check_at("v", t0 + Duration::from_secs(10)), Ok(0));
+        // Peeking takes nothing and tells the allowance and when it grows.
+        let full = log.peek_at("v", t0 + Duration::from_secs(11));
+        assert_eq!(
+            (full.remaining, full.reset_ms),
+            (0, 2000),
+            "3 s + 10 s - 11 s"
+        );
+        let q = log.peek_at("v", t0 + Duration::from_secs(14));
+        assert_eq!((q.limit, q.remaining, q.window_ms), (2, 1, 10_000));
+        assert_eq!(
+            q.reset_ms, 6000,
+            "the send at 10 s leaves the window at 20 s"
+        );
+        assert_eq!(log.peek_at("v", t0 + Duration::from_secs(14)), q);
+        let fresh = log.peek_at("nobody", t0);
+        assert_eq!((fresh.remaining, fresh.reset_ms), (2, 0));
         log.prune_at(t0 + Duration::from_secs(30));
         assert_eq!(log.len(), 0, "idle keys are forgotten");
+    }
+
+    #[test]
+    fn a_budget_tells_what_is_left_and_how_long_to_wait() {
+        let b = Budget::new(3, Duration::from_secs(60));
+        let left: Vec<u32> = (0..3)
+            .map(|_| b.check("u").expect("within").expect("on").remaining)
+            .collect();
+        assert_eq!(left, [2, 1, 0]);
+        let refused = b.check("u").expect_err("the fourth of three");
+        assert_eq!((refused.limit, refused.remaining), (3, 0));
+        assert!(
+            refused.reset_ms > 19_000 && refused.reset_ms <= 20_000,
+            "one refill interval (60 s / 3): {refused:?}"
+        );
+        assert!(b.check("v").is_ok(), "keys are separate");
+        assert_eq!(b.tracked_keys(), 2);
+        let off = Budget::new(0, Duration::from_secs(60));
+        assert!(!off.enabled());
+        assert_eq!(off.check("u"), Ok(None));
     }
 
     #[test]

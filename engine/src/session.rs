@@ -150,6 +150,12 @@ impl Session {
             }
             Ok(ClientFrame::GetOnlineUsers { room_id }) => self.online_users(room_id).await,
             Ok(ClientFrame::GetUserStatus { user_id }) => self.user_status(&user_id).await,
+            Ok(ClientFrame::GetQuota) => {
+                let quota = self.engine.message_quota(&self.user.user_id).await;
+                self.outbox
+                    .push(protocol::encode_quota(quota), Instant::now());
+                Ok(())
+            }
         };
         if let Err(e) = result {
             self.send_error(&e);

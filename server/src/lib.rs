@@ -8,6 +8,7 @@ mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod jwks;
 mod middleware;
 mod openapi;
 mod ops;
@@ -58,41 +59,41 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/ws", get(ws::chat))
-        .route("/api/rooms/{room_id}/messages", get(rooms::room_history))
+        .route("/api/rooms/{roomId}/messages", get(rooms::room_history))
         .route("/api/admin/audit", get(admin::audit_log))
         .route("/api/admin/cluster", get(admin::cluster))
         // Presence (seed 004's getOnlineUsers / getUserStatus).
         .route("/api/presence/online", get(presence::online_users))
-        .route("/api/presence/users/{user_id}", get(presence::user_status))
+        .route("/api/presence/users/{userId}", get(presence::user_status))
         // The chat API of seed 000.
         .route("/conversations", post(conv::create).get(conv::list))
-        .route("/conversations/{conversation_id}", get(conv::get_one))
+        .route("/conversations/{conversationId}", get(conv::get_one))
         .route(
-            "/conversations/{conversation_id}/archive",
+            "/conversations/{conversationId}/archive",
             put(conv::archive),
         )
         .route(
-            "/conversations/{conversation_id}/unarchive",
+            "/conversations/{conversationId}/unarchive",
             put(conv::unarchive),
         )
         .route(
-            "/conversations/{conversation_id}/messages/history",
+            "/conversations/{conversationId}/messages/history",
             get(conv::history),
         )
         .route(
-            "/conversations/{conversation_id}/messages/unread",
+            "/conversations/{conversationId}/messages/unread",
             get(conv::unread),
         )
         .route("/messages", post(msg::send))
-        .route("/messages/typing/{is_typing}", put(msg::typing))
-        .route("/messages/{message_id}", delete(msg::delete))
-        .route("/messages/{message_id}/read", put(msg::mark_read))
+        .route("/messages/typing/{isTyping}", put(msg::typing))
+        .route("/messages/{messageId}", delete(msg::delete))
+        .route("/messages/{messageId}/read", put(msg::mark_read))
         .route(
-            "/messages/{message_id}/reaction",
+            "/messages/{messageId}/reaction",
             delete(msg::delete_reaction),
         )
         .route(
-            "/messages/{message_id}/reaction/{reaction}",
+            "/messages/{messageId}/reaction/{reaction}",
             put(msg::put_reaction).delete(msg::delete_named_reaction),
         )
         .route(openapi::SPEC_PATH, get(openapi::spec))
@@ -103,31 +104,31 @@ fn router(state: AppState) -> Router {
         .route("/calls/accept", put(calls::accept))
         .route("/calls/end", put(calls::end))
         .route("/calls/active", get(calls::active))
-        .route("/video/{interaction_id}/token", get(calls::video_token))
+        .route("/video/{interactionId}/token", get(calls::video_token))
         .route("/keys/identityKey", put(keys::put_identity_key))
         .route("/keys/signedPreKey", put(keys::put_signed_pre_key))
         .route("/keys/preKeys", put(keys::put_pre_keys))
         .route(
-            "/keys/users/{partner_user_id}/identityKey",
+            "/keys/users/{partnerUserId}/identityKey",
             get(keys::identity_key),
         )
         .route(
-            "/keys/users/{partner_user_id}/signedPreKey",
+            "/keys/users/{partnerUserId}/signedPreKey",
             get(keys::signed_pre_key),
         )
-        .route("/keys/users/{partner_user_id}/preKey", get(keys::pre_key))
+        .route("/keys/users/{partnerUserId}/preKey", get(keys::pre_key))
         .route("/private/messages", post(admin::send))
         .route(
-            "/private/users/{user_id}/conversations",
+            "/private/users/{userId}/conversations",
             put(admin::user_conversations).get(admin::user_conversations),
         )
         .route("/private/conversations/quietChats", get(admin::quiet_chats))
         .route(
-            "/private/conversations/{conversation_id}",
+            "/private/conversations/{conversationId}",
             delete(admin::close),
         )
         .route(
-            "/private/conversations/{conversation_id}/snooze",
+            "/private/conversations/{conversationId}/snooze",
             put(admin::snooze),
         );
     if state.config.echo_endpoint {
@@ -136,6 +137,7 @@ fn router(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(api::budget::rate_headers))
         .layer(axum::middleware::from_fn(middleware::declared_body_limit))
         .layer(axum::middleware::from_fn(middleware::http_metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -157,8 +159,14 @@ pub async fn run(
     shutdown_signal: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), String> {
-    let (secret, generated) = resolve_secret(&config)?;
-    if config.jwt_secret.is_none() {
+    // HS256 is off in production when the provider's keys are the way in.
+    let hs_off = config.production && config.jwt_secret.is_none() && config.jwks.is_some();
+    let (secret, generated) = if hs_off {
+        (String::new(), false)
+    } else {
+        resolve_secret(&config)?
+    };
+    if config.jwt_secret.is_none() && !hs_off {
         tracing::warn!(
             path = %auth::dev_secret_path(&config.data_dir).display(),
             generated,
@@ -201,12 +209,27 @@ pub async fn run(
         )
         .set(1.0);
     }
-    let verifier = Arc::new(Verifier::new(
-        secret.as_bytes(),
+    let shutdown = Shutdown::new();
+    let (jwks, jwks_refresh) = match &config.jwks {
+        None => (None, None),
+        Some(cfg) => {
+            let jwks = Arc::new(jwks::Jwks::new(cfg.clone())?);
+            // Keys before the first request; an unreachable provider is retried by
+            // the refresh and on the first unknown key id, not fatal.
+            if let Err(e) = jwks.refresh().await {
+                tracing::error!(error = %e, "no JWKS keys yet: RS256/ES256 tokens are refused until a fetch succeeds");
+            }
+            let task = jwks.clone().spawn_refresh(shutdown.token.clone());
+            (Some(jwks), Some(task))
+        }
+    };
+    let verifier = Arc::new(Verifier::with_provider(
+        (!hs_off).then_some(secret.as_bytes()),
+        jwks,
         config.jwt_issuer.as_deref(),
         config.jwt_audience.as_deref(),
+        config.cognito.clone(),
     ));
-    let shutdown = Shutdown::new();
     let push_worker = match (tasks.push.take(), config.push.clone()) {
         (Some(rx), Some(cfg)) => {
             tracing::info!(url = %cfg.url, "push notifications on");
@@ -215,12 +238,14 @@ pub async fn run(
         _ => None,
     };
     let config = Arc::new(config);
+    let budgets = Arc::new(api::budget::ApiBudgets::new(&config.api_budgets));
     let state = AppState {
         calls: engine.stores().calls.clone(),
         keys: engine.stores().keys.clone(),
         engine: engine.clone(),
         config: config.clone(),
         verifier,
+        budgets: budgets.clone(),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
     };
@@ -228,6 +253,7 @@ pub async fn run(
     // Housekeeping: prune idle rate-limit keys; run the metrics recorder's upkeep.
     let housekeeping = {
         let engine = engine.clone();
+        let budgets = budgets.clone();
         let token = shutdown.token.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -243,6 +269,7 @@ pub async fn run(
                 }
                 if n.is_multiple_of(12) {
                     engine.limits().prune();
+                    budgets.prune();
                 }
             }
         })
@@ -288,6 +315,9 @@ pub async fn run(
     http.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http.wait()).await;
     let _ = housekeeping.await;
+    if let Some(t) = jwks_refresh {
+        let _ = t.await;
+    }
     if let Some(w) = push_worker {
         let _ = w.await;
     }

@@ -15,7 +15,7 @@ use crate::state::AppState;
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key";
-const EXPOSE_HEADERS: &str = "retry-after, www-authenticate";
+const EXPOSE_HEADERS: &str = "retry-after, www-authenticate, ratelimit-limit, ratelimit-remaining, ratelimit-reset, ratelimit-policy";
 
 /// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.
 fn allowed_origin(app: &AppState, origin: Option<&HeaderValue>) -> Option<HeaderValue> {

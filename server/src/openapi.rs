@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "HS256 JWT: `sub` (user id), `username`, `exp`; admin with `roles: [\"admin\"]` or `cognito:groups`.",
+                        "A JWT: HS256 with the server's secret, or RS256/ES256 from the identity provider (Cognito User Pools, keys from `ROOMCAST_JWKS_URL`). Claims: `sub` (user id), `username` or `cognito:username`, `exp`; admin with `roles: [\"admin\"]` or `cognito:groups`.",
                     ))
                     .build(),
             ),
@@ -88,7 +88,7 @@ impl Modify for BearerAuth {
         ws::chat,
     ),
     // Schemas used only by path parameters are not collected automatically.
-    components(schemas(messages::ReactionName, messages::TypingFlag)),
+    components(schemas(messages::TypingFlag)),
     modifiers(&BearerAuth),
     tags(
         (name = "conversations", description = "Private conversations (members only)"),
@@ -110,11 +110,91 @@ pub(crate) fn spec_json() -> &'static str {
     SPEC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        doc.to_pretty_json().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "OpenAPI document does not serialise");
-            "{}".to_owned()
-        })
+        serde_json::to_value(&doc)
+            .map(with_rate_limits)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "OpenAPI document does not serialise");
+                "{}".to_owned()
+            })
     })
+}
+
+/// The `RateLimit-*` headers of every authenticated operation (`api/budget.rs`), in
+/// one place instead of on each handler: a `429` response on each (with `Retry-After`),
+/// and the headers on its 2xx and 429 responses.
+fn with_rate_limits(mut doc: serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let header = |description: &str| json!({"description": description, "schema": {"type": "integer", "minimum": 0}});
+    doc["components"]["headers"] = json!({
+        "RateLimit-Limit": header("Requests (or messages) allowed per window of this route's budget"),
+        "RateLimit-Remaining": header("What is left of it now"),
+        "RateLimit-Reset": header("Seconds until the allowance grows again"),
+        "RateLimit-Policy": {"description": "`<limit>;w=<window seconds>`", "schema": {"type": "string"}},
+        "Retry-After": header("Seconds to wait before retrying"),
+    });
+    let refs = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    (*n).to_owned(),
+                    json!({"$ref": format!("#/components/headers/{n}")}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let quota = [
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "RateLimit-Policy",
+    ];
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return doc;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let secured = op
+                .get("security")
+                .and_then(|s| s.as_array())
+                .is_some_and(|s| !s.is_empty());
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            if !secured || responses.contains_key("101") {
+                continue;
+            }
+            responses.entry("429").or_insert_with(|| {
+                json!({
+                    "description": "Over this route's budget (`rate_limited`); `Retry-After` says when to retry",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                })
+            });
+            for (status, response) in responses.iter_mut() {
+                let mut names: Vec<&str> = Vec::new();
+                if status.starts_with('2') || status == "429" {
+                    names.extend(quota);
+                }
+                if status == "429" {
+                    names.push("Retry-After");
+                }
+                if names.is_empty() {
+                    continue;
+                }
+                if let Some(r) = response.as_object_mut() {
+                    let headers = r.entry("headers").or_insert_with(|| json!({}));
+                    if let Some(h) = headers.as_object_mut() {
+                        h.extend(refs(&names));
+                    }
+                }
+            }
+        }
+    }
+    doc
 }
 
 /// `GET /api/chats/openapi.json`.
@@ -179,18 +259,18 @@ mod tests {
         for (path, method) in [
             ("/conversations", "post"),
             ("/conversations", "get"),
-            ("/conversations/{conversation_id}/messages/history", "get"),
-            ("/conversations/{conversation_id}/messages/unread", "get"),
+            ("/conversations/{conversationId}/messages/history", "get"),
+            ("/conversations/{conversationId}/messages/unread", "get"),
             ("/messages", "post"),
-            ("/messages/{message_id}/read", "put"),
-            ("/messages/{message_id}", "delete"),
-            ("/messages/{message_id}/reaction/{reaction}", "put"),
-            ("/messages/typing/{is_typing}", "put"),
+            ("/messages/{messageId}/read", "put"),
+            ("/messages/{messageId}", "delete"),
+            ("/messages/{messageId}/reaction/{reaction}", "put"),
+            ("/messages/typing/{isTyping}", "put"),
             ("/private/messages", "post"),
-            ("/private/users/{user_id}/conversations", "put"),
-            ("/private/users/{user_id}/conversations", "get"),
-            ("/private/conversations/{conversation_id}", "delete"),
-            ("/private/conversations/{conversation_id}/snooze", "put"),
+            ("/private/users/{userId}/conversations", "put"),
+            ("/private/users/{userId}/conversations", "get"),
+            ("/private/conversations/{conversationId}", "delete"),
+            ("/private/conversations/{conversationId}/snooze", "put"),
             ("/private/conversations/quietChats", "get"),
             ("/ws", "get"),
             ("/healthz", "get"),
@@ -201,6 +281,63 @@ mod tests {
             );
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        // Every authenticated operation documents its budget's refusal and headers.
+        let mut secured = 0;
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("path item") {
+                if op["security"].as_array().is_none_or(|s| s.is_empty()) || path == "/ws" {
+                    continue;
+                }
+                secured += 1;
+                let r429 = &op["responses"]["429"];
+                assert!(r429.is_object(), "{method} {path} has no 429");
+                assert!(r429["headers"]["Retry-After"].is_object());
+                let ok = op["responses"]
+                    .as_object()
+                    .and_then(|r| r.iter().find(|(s, _)| s.starts_with('2')))
+                    .map(|(_, r)| r)
+                    .expect("a 2xx response");
+                assert!(
+                    ok["headers"]["RateLimit-Remaining"].is_object(),
+                    "{method} {path}: no RateLimit headers"
+                );
+            }
+        }
+        assert!(secured > 30, "{secured} authenticated operations");
+        // Path parameters are exactly the template's segments (named as seed 000 names
+        // them); everything else is a query parameter.
+        let mut query_params = 0;
+        for (path, item) in paths {
+            let segments: Vec<&str> = path
+                .split('{')
+                .skip(1)
+                .filter_map(|s| s.split('}').next())
+                .collect();
+            for (method, op) in item.as_object().expect("path item") {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                let mut in_path: Vec<String> = Vec::new();
+                for p in &params {
+                    let name = p["name"].as_str().expect("name").to_owned();
+                    match p["in"].as_str() {
+                        Some("path") => in_path.push(name),
+                        Some("query") => query_params += 1,
+                        other => panic!("{method} {path}: {name} in {other:?}"),
+                    }
+                }
+                in_path.sort();
+                let mut want: Vec<String> = segments.iter().map(|s| (*s).to_owned()).collect();
+                want.sort();
+                assert_eq!(in_path, want, "{method} {path}: path parameters");
+                for s in &segments {
+                    assert!(
+                        !s.contains('_'),
+                        "{path}: {s} is not named as the seed names it"
+                    );
+                }
+            }
+        }
+        assert!(query_params >= 20, "{query_params} query parameters");
+        assert!(doc["components"]["headers"]["RateLimit-Reset"].is_object());
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
         // Every reference resolves.
         let text = spec_json();

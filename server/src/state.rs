@@ -23,13 +23,15 @@ pub struct AppState {
     pub keys: Arc<dyn KeyStore>,
     pub config: Arc<Config>,
     pub(crate) verifier: Arc<Verifier>,
+    /// The REST routes' per-user budgets.
+    pub(crate) budgets: Arc<crate::api::budget::ApiBudgets>,
     pub shutdown: Shutdown,
     pub(crate) metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
     /// Checks the token from `?token=` or `Authorization: Bearer`.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         query_token: Option<&str>,
@@ -45,7 +47,7 @@ impl AppState {
             .map(str::trim);
         let result = match query_token.filter(|t| !t.is_empty()).or(bearer) {
             None => Err(AuthError::Missing),
-            Some(token) => self.verifier.verify(token),
+            Some(token) => self.verifier.verify(token).await,
         };
         result.map_err(|e| {
             metrics::counter!(roomcast_engine::metrics::AUTH_FAILURES, "reason" => e.label())

@@ -432,6 +432,46 @@ async fn messages_receipts_reactions_typing_and_deletion_emit_their_events() {
     let first = &hist["messages"][0];
     assert_eq!(first["messageId"], m1["messageId"]);
     assert_eq!(first["reactions"], json!({"love": 1}));
+    // Any single emoji is a reaction too (percent-encoded in the path); two are not.
+    let encode = |e: &str| -> String { e.bytes().map(|b| format!("%{b:02X}")).collect() };
+    let thumbs = "👍🏽";
+    let r = s
+        .call(
+            "PUT",
+            &format!("/messages/{m1_id}/reaction/{}", encode(thumbs)),
+            Some("bob"),
+            None,
+        )
+        .await;
+    let mut counts = serde_json::Map::new();
+    counts.insert(thumbs.to_owned(), json!(1));
+    assert_eq!(
+        (r.status, r.json()["message"]["reactions"].clone()),
+        (200, Value::Object(counts)),
+        "{r:?}"
+    );
+    loop {
+        let ev = ann.next_of("reaction").await;
+        if ev["reaction"] == thumbs {
+            assert_eq!(ev["userId"], "bob");
+            break;
+        }
+    }
+    for not_one in ["😀😀", "a", "👍🏽 "] {
+        let r = s
+            .call(
+                "PUT",
+                &format!("/messages/{m1_id}/reaction/{}", encode(not_one)),
+                Some("bob"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"]["details"]["field"].clone()),
+            (400, json!("reaction")),
+            "{not_one:?}"
+        );
+    }
 
     // Typing over REST reaches the others, not the typist; bad values are 400.
     let r = s

@@ -110,6 +110,59 @@ async fn history_pages_have_no_gap_and_no_duplicate_while_messages_arrive() {
         )
         .await;
     assert_eq!(r.json()["messages"], json!([]));
+    // Epoch milliseconds and ISO 8601 without a zone cut where the message's own time
+    // does (ids carry their millisecond).
+    let pivot_iso = newest["messages"][0]["timestamp"]
+        .as_str()
+        .expect("timestamp")
+        .to_owned();
+    let pivot_ms =
+        roomcast_engine::clock::parse_rfc3339_ms(&pivot_iso).expect("an RFC 3339 timestamp");
+    let ms_of = |id: &String| roomcast_engine::ids::unix_ms_of(id.parse().expect("id"));
+    let later: Vec<String> = all
+        .iter()
+        .filter(|i| ms_of(i) > pivot_ms)
+        .cloned()
+        .collect();
+    let upto: Vec<String> = all
+        .iter()
+        .filter(|i| ms_of(i) <= pivot_ms)
+        .cloned()
+        .collect();
+    assert!(
+        later.len() >= 100 && upto.len() >= 120,
+        "{} {}",
+        later.len(),
+        upto.len()
+    );
+    let zoneless = pivot_iso.trim_end_matches('Z').to_owned();
+    for after in [pivot_ms.to_string(), zoneless] {
+        let mut got: Vec<String> = Vec::new();
+        let mut cursor = after.clone();
+        loop {
+            let (ids, more) =
+                page_ids(&s, "ann", &conv, &format!("limit=200&after={cursor}")).await;
+            if let Some(l) = ids.last() {
+                cursor = l.clone();
+            }
+            got.extend(ids);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(got, later, "after={after}");
+    }
+    let (ids, _) = page_ids(
+        &s,
+        "ann",
+        &conv,
+        &format!("limit=200&before={}", pivot_ms + 1),
+    )
+    .await;
+    assert_eq!(ids, upto, "before epoch milliseconds");
+    let hour_before = pivot_ms - 3_600_000;
+    let (ids, more) = page_ids(&s, "ann", &conv, &format!("limit=200&before={hour_before}")).await;
+    assert!(ids.is_empty() && !more, "nothing was sent an hour before");
     let r = s
         .call(
             "GET",

@@ -782,6 +782,13 @@ async fn a_user_with_sockets_on_three_nodes_has_one_message_budget() {
         ws.next_of("room_joined").await;
         socks.push(ws);
     }
+    socks[1].send_json(json!({"type": "get_quota"})).await;
+    let q = socks[1].next_of("quota").await;
+    assert_eq!(
+        (q["limit"].clone(), q["remaining"].clone()),
+        (json!(6), json!(6)),
+        "{q}"
+    );
     for (i, ws) in socks.iter_mut().enumerate() {
         for k in 0..4 {
             ws.publish("flood", "hi", &format!("s{i}-{k}")).await;
@@ -806,6 +813,13 @@ async fn a_user_with_sockets_on_three_nodes_has_one_message_budget() {
         (6, 6),
         "6 per window across the cluster, not per node"
     );
+    // Every node tells the one cluster-wide allowance (seed 004's getRemainingQuota).
+    for ws in &mut socks {
+        ws.send_json(json!({"type": "get_quota"})).await;
+        let q = ws.next_of("quota").await;
+        assert_eq!(q["remaining"], 0, "{q}");
+        assert!(q["resetMs"].as_u64().is_some_and(|ms| ms > 0), "{q}");
+    }
     let stored = c.nodes[0].history("flood").await;
     assert_eq!(stored.len(), 6);
 }

@@ -46,38 +46,38 @@ async fn the_document_is_openapi_3_1_with_every_route() {
     // Every route the router serves (bar the docs themselves and the off-by-default echo).
     let expected = [
         "/conversations",
-        "/conversations/{conversation_id}",
-        "/conversations/{conversation_id}/archive",
-        "/conversations/{conversation_id}/unarchive",
-        "/conversations/{conversation_id}/messages/history",
-        "/conversations/{conversation_id}/messages/unread",
+        "/conversations/{conversationId}",
+        "/conversations/{conversationId}/archive",
+        "/conversations/{conversationId}/unarchive",
+        "/conversations/{conversationId}/messages/history",
+        "/conversations/{conversationId}/messages/unread",
         "/messages",
-        "/messages/typing/{is_typing}",
-        "/messages/{message_id}",
-        "/messages/{message_id}/read",
-        "/messages/{message_id}/reaction",
-        "/messages/{message_id}/reaction/{reaction}",
+        "/messages/typing/{isTyping}",
+        "/messages/{messageId}",
+        "/messages/{messageId}/read",
+        "/messages/{messageId}/reaction",
+        "/messages/{messageId}/reaction/{reaction}",
         "/private/messages",
-        "/private/users/{user_id}/conversations",
+        "/private/users/{userId}/conversations",
         "/private/conversations/quietChats",
-        "/private/conversations/{conversation_id}",
-        "/private/conversations/{conversation_id}/snooze",
-        "/api/rooms/{room_id}/messages",
+        "/private/conversations/{conversationId}",
+        "/private/conversations/{conversationId}/snooze",
+        "/api/rooms/{roomId}/messages",
         "/api/admin/audit",
         "/api/admin/cluster",
         "/api/presence/online",
-        "/api/presence/users/{user_id}",
+        "/api/presence/users/{userId}",
         "/calls",
         "/calls/accept",
         "/calls/end",
         "/calls/active",
-        "/video/{interaction_id}/token",
+        "/video/{interactionId}/token",
         "/keys/identityKey",
         "/keys/signedPreKey",
         "/keys/preKeys",
-        "/keys/users/{partner_user_id}/identityKey",
-        "/keys/users/{partner_user_id}/signedPreKey",
-        "/keys/users/{partner_user_id}/preKey",
+        "/keys/users/{partnerUserId}/identityKey",
+        "/keys/users/{partnerUserId}/signedPreKey",
+        "/keys/users/{partnerUserId}/preKey",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -131,8 +131,8 @@ async fn swagger_ui_lists_the_operations_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&out.stdout);
     // Swagger UI rendered an operation block for each of these, from our document.
     for path in [
-        "/conversations/{conversation_id}/messages/history",
-        "/messages/{message_id}/reaction/{reaction}",
+        "/conversations/{conversationId}/messages/history",
+        "/messages/{messageId}/reaction/{reaction}",
         "/private/conversations/quietChats",
         "/ws",
     ] {
@@ -224,14 +224,14 @@ async fn every_documented_route_refuses_a_missing_token_with_401() {
         }
         // Fill path parameters with plausible values.
         let concrete = path
-            .replace("{conversation_id}", "conv_1")
-            .replace("{message_id}", "1")
+            .replace("{conversationId}", "conv_1")
+            .replace("{messageId}", "1")
             .replace("{reaction}", "like")
-            .replace("{is_typing}", "true")
-            .replace("{user_id}", "ann")
-            .replace("{room_id}", "general")
-            .replace("{interaction_id}", "call_1")
-            .replace("{partner_user_id}", "bob");
+            .replace("{isTyping}", "true")
+            .replace("{userId}", "ann")
+            .replace("{roomId}", "general")
+            .replace("{interactionId}", "call_1")
+            .replace("{partnerUserId}", "bob");
         for method in ops.as_object().expect("operations").keys() {
             let m = method.to_ascii_uppercase();
             let r = s
@@ -248,7 +248,7 @@ async fn every_documented_route_refuses_a_missing_token_with_401() {
     let n = s
         .metric(
             "roomcast_http_requests_total",
-            "route=\"/messages/{message_id}/read\"",
+            "route=\"/messages/{messageId}/read\"",
         )
         .await;
     assert!(n >= 1.0, "per-route HTTP metrics");

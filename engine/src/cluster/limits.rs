@@ -21,6 +21,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::Cluster;
+use crate::ratelimit::Quota;
 
 /// A sliding log: at most `max` events per `window` ms. Returns 0 (taken) or how many
 /// ms until one frees up.
@@ -36,6 +37,22 @@ end
 redis.call('ZADD', key, now, now .. ':' .. ARGV[3])
 redis.call('PEXPIRE', key, window)
 return 0
+"#;
+
+/// A sliding log's allowance without taking from it: `{remaining, ms until it grows}`
+/// (0 ms when nothing is counted).
+const RATE_PEEK: &str = r#"
+local key, max, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local n = redis.call('ZCARD', key)
+local reset = 0
+if n > 0 then
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  reset = math.max(1, tonumber(oldest[2]) + window - now)
+end
+return {math.max(0, max - n), reset}
 "#;
 
 /// Opens one connection for a user if the cluster-wide total stays within `max`:
@@ -74,6 +91,7 @@ return n
 
 // Built once: `Script::new` hashes the source (SHA-1) and the rate check runs per message.
 static RATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RATE));
+static RATE_PEEK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RATE_PEEK));
 static CONN_OPEN_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CONN_OPEN));
 static CONN_CLOSE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(CONN_CLOSE));
@@ -122,6 +140,31 @@ impl Cluster {
         window: Duration,
     ) -> Option<Result<(), u64>> {
         self.rate(format!("rc:rate:{user_id}"), max, window).await
+    }
+
+    /// `user_id`'s cluster-wide message allowance, without taking from it; `None` when
+    /// Redis does not answer in time.
+    pub async fn message_quota(&self, user_id: &str, max: u32, window: Duration) -> Option<Quota> {
+        let mut inv = RATE_PEEK_SCRIPT.prepare_invoke();
+        inv.key(format!("rc:rate:{user_id}"))
+            .arg(max)
+            .arg(window.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<(u32, u64)>(&mut conn))
+            .await
+        {
+            Ok(Ok((remaining, reset_ms))) => Some(Quota {
+                limit: max,
+                remaining,
+                window_ms: window.as_millis() as u64,
+                reset_ms,
+            }),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cluster rate quota unavailable");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Takes one typing signal from `user_id`'s cluster-wide allowance (`per_sec` in

@@ -285,6 +285,29 @@ pub fn encode_recovered(room_id: &str, since: MessageId, count: usize, complete:
     })
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QuotaOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    limit: u32,
+    remaining: u32,
+    window_ms: u64,
+    reset_ms: u64,
+}
+
+/// `{"type":"quota","limit","remaining","windowMs","resetMs"}`: the answer to
+/// `get_quota`.
+pub fn encode_quota(q: crate::ratelimit::Quota) -> Bytes {
+    to_bytes(&QuotaOut {
+        kind: "quota",
+        limit: q.limit,
+        remaining: q.remaining,
+        window_ms: q.window_ms,
+        reset_ms: q.reset_ms,
+    })
+}
+
 /// `{"type":"pong"}`.
 pub fn encode_pong() -> Bytes {
     Bytes::from_static(br#"{"type":"pong"}"#)

@@ -49,6 +49,8 @@ pub enum ClientFrame {
     GetUserStatus {
         user_id: String,
     },
+    /// `getRemainingQuota()`: the caller's message allowance, answered with `quota`.
+    GetQuota,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +154,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ClientError> {
             }
         }
         "ping" => ClientFrame::Ping,
+        "get_quota" => ClientFrame::GetQuota,
         "get_online_users" => {
             let o: OnlineUsersIn = serde_json::from_str(text).map_err(field_error)?;
             if let Some(room) = &o.room_id {

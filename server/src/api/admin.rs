@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use roomcast_engine::UserInfo;
 use roomcast_engine::chat::{Closure, Conversation, ConversationUpdate, Snooze};
@@ -20,7 +19,7 @@ use serde_json::json;
 use super::conversations::{ConversationPage, list_window, validate_user_id};
 use super::messages::{SendMessage, send_as};
 use super::{
-    Admin, ConversationView, JsonBody, OptionalJsonBody, PathParam, QueryParams,
+    Admin, ConversationView, JsonBody, OptionalJsonBody, PathParam, QueryCaller, QueryParams,
     conversation_not_found, conversation_view, page_of, query_int,
 };
 use crate::error::ApiError;
@@ -93,6 +92,7 @@ pub(crate) async fn send(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UserListParams {
     /// Page size, 1-100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
@@ -105,7 +105,7 @@ pub(crate) struct UserListParams {
 /// `PUT` (as the seed has it) or `GET /private/users/{userId}/conversations`: every
 /// conversation of a user, most recently active first. 404 `user_not_found` for a user
 /// with no conversation at all (the chat service knows users only through them).
-#[utoipa::path(method(get, put), path = "/private/users/{user_id}/conversations", tag = "admin", params(("user_id" = String, Path, description = "User id"), UserListParams), responses((status = 200, description = "The user's conversations (also answered to PUT, as the seed has it)", body = ConversationPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No conversation known for this user", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(method(get, put), path = "/private/users/{userId}/conversations", tag = "admin", params(("userId" = String, Path, description = "User id"), UserListParams), responses((status = 200, description = "The user's conversations (also answered to PUT, as the seed has it)", body = ConversationPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No conversation known for this user", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn user_conversations(
     State(app): State<AppState>,
     _: Admin,
@@ -156,7 +156,7 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
 /// `DELETE /private/conversations/{id}` with an optional `{"reason"}`: closes the
 /// conversation for good. Participants get `conversation_closed`; later sends fail with
 /// 409 `conversation_closed`. Closing twice keeps the first closure.
-#[utoipa::path(delete, path = "/private/conversations/{conversation_id}", tag = "admin", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), request_body(content = Option<CloseBody>, description = "Optional reason"), responses((status = 200, description = "Closed; participants get `conversation_closed`", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/private/conversations/{conversationId}", tag = "admin", params(("conversationId" = String, Path, description = "Conversation id (conv_...)")), request_body(content = Option<CloseBody>, description = "Optional reason"), responses((status = 200, description = "Closed; participants get `conversation_closed`", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn close(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -210,7 +210,7 @@ pub(crate) struct SnoozeBody {
 /// no push notifications go out, reading and receipts work, admin sends go through.
 /// At expiry it is active again by itself; participants get `conversation_snoozed`
 /// now and `conversation_unsnoozed` at expiry (while this server runs).
-#[utoipa::path(put, path = "/private/conversations/{conversation_id}/snooze", tag = "admin", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), request_body(content = Option<SnoozeBody>, description = "Duration in hours and reason"), responses((status = 200, description = "Snoozed until now + duration", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/private/conversations/{conversationId}/snooze", tag = "admin", params(("conversationId" = String, Path, description = "Conversation id (conv_...)")), request_body(content = Option<SnoozeBody>, description = "Duration in hours and reason"), responses((status = 200, description = "Snoozed until now + duration", body = ConversationView), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "The token lacks the admin role", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn snooze(
     State(app): State<AppState>,
     Admin(caller): Admin,
@@ -291,7 +291,7 @@ fn schedule_unsnooze(app: &AppState, id: String, until_ms: u64) {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-#[into_params(rename_all = "camelCase")]
+#[into_params(rename_all = "camelCase", parameter_in = Query)]
 pub(crate) struct QuietParams {
     /// Days without a message (fractions allowed), 0-3650 (default 7).
     #[param(value_type = Option<f64>, minimum = 0, maximum = 3650)]
@@ -352,6 +352,7 @@ pub(crate) async fn quiet_chats(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditParams {
     /// Only entries with a higher id.
     #[param(value_type = Option<String>)]
@@ -359,6 +360,9 @@ pub(crate) struct AuditParams {
     /// Most entries, 1-1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The token, for clients that cannot set a header (else `Authorization: Bearer`).
+    /// Read by [`crate::api::QueryCaller`] from the URI; declared here for the document.
+    #[allow(dead_code)]
     token: Option<String>,
 }
 
@@ -373,9 +377,9 @@ pub(crate) struct AuditPage {
 pub(crate) async fn audit_log(
     State(app): State<AppState>,
     QueryParams(params): QueryParams<AuditParams>,
-    headers: HeaderMap,
+    QueryCaller(caller): QueryCaller,
 ) -> Result<Response, ApiError> {
-    let principal = app.authenticate(&headers, params.token.as_deref())?;
+    let principal = caller.0;
     if !principal.user().is_admin {
         return Err(ApiError::Forbidden);
     }
@@ -392,9 +396,13 @@ pub(crate) async fn audit_log(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ClusterParams {
     /// Also say which node orders this room.
     room: Option<String>,
+    /// The token, for clients that cannot set a header (else `Authorization: Bearer`).
+    /// Read by [`crate::api::QueryCaller`] from the URI; declared here for the document.
+    #[allow(dead_code)]
     token: Option<String>,
 }
 
@@ -431,9 +439,9 @@ pub(crate) struct RoomOwner {
 pub(crate) async fn cluster(
     State(app): State<AppState>,
     QueryParams(params): QueryParams<ClusterParams>,
-    headers: HeaderMap,
+    QueryCaller(caller): QueryCaller,
 ) -> Result<Response, ApiError> {
-    let principal = app.authenticate(&headers, params.token.as_deref())?;
+    let principal = caller.0;
     if !principal.user().is_admin {
         return Err(ApiError::Forbidden);
     }

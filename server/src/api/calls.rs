@@ -201,8 +201,8 @@ pub(crate) struct VideoToken {
 /// ringing or active call. Audio calls may publish the microphone; video calls the
 /// camera too, and the screen when screen sharing was offered; `roomRecord` only when
 /// both parties consented to recording.
-#[utoipa::path(get, path = "/video/{interaction_id}/token", tag = "calls",
-    params(("interaction_id" = String, Path, description = "The call id")),
+#[utoipa::path(get, path = "/video/{interactionId}/token", tag = "calls",
+    params(("interactionId" = String, Path, description = "The call id")),
     responses(
     (status = 200, description = "A provider token", body = VideoToken),
     (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody),

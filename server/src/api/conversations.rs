@@ -154,6 +154,7 @@ pub(crate) async fn create(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// Page size, 1-100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
@@ -226,7 +227,7 @@ pub(crate) async fn list(
 }
 
 /// `GET /conversations/{id}`.
-#[utoipa::path(get, path = "/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "The conversation", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/conversations/{conversationId}", tag = "conversations", params(("conversationId" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "The conversation", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn get_one(
     State(app): State<AppState>,
     caller: Caller,
@@ -268,7 +269,7 @@ async fn set_archived(
 
 /// `PUT /conversations/{id}/archive`: hides it from the caller's active list (only
 /// for the caller).
-#[utoipa::path(put, path = "/conversations/{conversation_id}/archive", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Archived for the caller", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/conversations/{conversationId}/archive", tag = "conversations", params(("conversationId" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Archived for the caller", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn archive(
     State(app): State<AppState>,
     caller: Caller,
@@ -278,7 +279,7 @@ pub(crate) async fn archive(
 }
 
 /// `PUT /conversations/{id}/unarchive`.
-#[utoipa::path(put, path = "/conversations/{conversation_id}/unarchive", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Active again for the caller", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/conversations/{conversationId}/unarchive", tag = "conversations", params(("conversationId" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Active again for the caller", body = ConversationView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn unarchive(
     State(app): State<AppState>,
     caller: Caller,
@@ -288,13 +289,16 @@ pub(crate) async fn unarchive(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HistoryParams {
     /// Page size, 1-200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
-    /// Only messages older than this message id or RFC 3339 time (exclusive).
+    /// Only messages older than this (exclusive): a message id, Unix epoch milliseconds
+    /// (up to 13 digits) or an ISO 8601 time (UTC when it has no zone).
     before: Option<String>,
-    /// Only messages newer than this message id or RFC 3339 time (exclusive).
+    /// Only messages newer than this (exclusive): a message id, Unix epoch milliseconds
+    /// (up to 13 digits) or an ISO 8601 time (UTC when it has no zone).
     after: Option<String>,
 }
 
@@ -310,8 +314,9 @@ pub(crate) struct HistoryPage {
 }
 
 /// `GET /conversations/{id}/messages/history?limit=&before=&after=`. `before` and
-/// `after` take a message id or an RFC 3339 timestamp; both are exclusive.
-#[utoipa::path(get, path = "/conversations/{conversation_id}/messages/history", tag = "messages", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)"), HistoryParams), responses((status = 200, description = "A page of history, oldest first", body = HistoryPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+/// `after` take a message id, Unix epoch milliseconds or an ISO 8601 time; both are
+/// exclusive.
+#[utoipa::path(get, path = "/conversations/{conversationId}/messages/history", tag = "messages", params(("conversationId" = String, Path, description = "Conversation id (conv_...)"), HistoryParams), responses((status = 200, description = "A page of history, oldest first", body = HistoryPage), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn history(
     State(app): State<AppState>,
     caller: Caller,
@@ -362,7 +367,7 @@ pub(crate) struct UnreadPage {
 
 /// `GET /conversations/{id}/messages/unread`: what arrived from others after the
 /// caller's read marker.
-#[utoipa::path(get, path = "/conversations/{conversation_id}/messages/unread", tag = "messages", params(("conversation_id" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Messages from others after the caller's read marker", body = UnreadPage), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/conversations/{conversationId}/messages/unread", tag = "messages", params(("conversationId" = String, Path, description = "Conversation id (conv_...)")), responses((status = 200, description = "Messages from others after the caller's read marker", body = UnreadPage), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn unread(
     State(app): State<AppState>,
     caller: Caller,

@@ -191,8 +191,8 @@ async fn may_see_keys_of(app: &AppState, me: &str, partner: &str) -> Result<(), 
 }
 
 /// `GET /keys/users/{partnerUserId}/identityKey`.
-#[utoipa::path(get, path = "/keys/users/{partner_user_id}/identityKey", tag = "keys",
-    params(("partner_user_id" = String, Path, description = "The partner's user id")),
+#[utoipa::path(get, path = "/keys/users/{partnerUserId}/identityKey", tag = "keys",
+    params(("partnerUserId" = String, Path, description = "The partner's user id")),
     responses(
     (status = 200, description = "The partner's identity key", body = IdentityKey),
     (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody),
@@ -213,8 +213,8 @@ pub(crate) async fn identity_key(
 }
 
 /// `GET /keys/users/{partnerUserId}/signedPreKey`.
-#[utoipa::path(get, path = "/keys/users/{partner_user_id}/signedPreKey", tag = "keys",
-    params(("partner_user_id" = String, Path, description = "The partner's user id")),
+#[utoipa::path(get, path = "/keys/users/{partnerUserId}/signedPreKey", tag = "keys",
+    params(("partnerUserId" = String, Path, description = "The partner's user id")),
     responses(
     (status = 200, description = "The partner's signed pre-key", body = SignedPreKey),
     (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody),
@@ -237,12 +237,13 @@ pub(crate) async fn signed_pre_key(
 /// `GET /keys/users/{partnerUserId}/preKey`: takes one of the partner's one-time
 /// pre-keys: each is handed out exactly once. None left: 404 `no_prekeys_left` (use the
 /// signed pre-key alone).
-#[utoipa::path(get, path = "/keys/users/{partner_user_id}/preKey", tag = "keys",
-    params(("partner_user_id" = String, Path, description = "The partner's user id")),
+#[utoipa::path(get, path = "/keys/users/{partnerUserId}/preKey", tag = "keys",
+    params(("partnerUserId" = String, Path, description = "The partner's user id")),
     responses(
     (status = 200, description = "A one-time pre-key, now gone from the directory", body = PreKey),
     (status = 401, description = "Missing or invalid token", body = crate::error::ErrorBody),
     (status = 404, description = "None left (`no_prekeys_left`), or no conversation shared with the partner", body = crate::error::ErrorBody),
+    (status = 429, description = "Over the keys budget, or over `ROOMCAST_PREKEY_FETCHES_PER_PARTNER_PER_HOUR` for this partner", body = crate::error::ErrorBody),
     (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn pre_key(
@@ -251,6 +252,15 @@ pub(crate) async fn pre_key(
     PathParam(partner): PathParam<String>,
 ) -> Result<Json<PreKey>, ApiError> {
     may_see_keys_of(&app, caller.id(), &partner).await?;
+    // One more budget, per requester and partner: nobody drains a partner's supply.
+    match app.budgets.take_pre_key(caller.id(), &partner) {
+        Ok(Some(quota)) => caller.report_quota(quota),
+        Ok(None) => {}
+        Err(refused) => {
+            caller.report_quota(refused.quota);
+            return Err(*refused.error);
+        }
+    }
     let taken = app.keys.take_pre_key(&partner).await?;
     let threshold = app.config.prekey_low_threshold;
     if taken.key.is_some() && taken.remaining < threshold {

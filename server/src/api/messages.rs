@@ -103,8 +103,13 @@ pub(crate) async fn send(
         });
     }
     let (conv, _) = super::member_of(&app, &body.conversation_id, caller.id()).await?;
-    let sender = caller.0.into_user();
-    send_as(&app, conv, sender, body, message_type, false).await
+    let user_id = caller.id().to_owned();
+    let sent = send_as(&app, conv, caller.0.into_user(), body, message_type, false).await;
+    // The headers tell the message allowance (the one a socket's messages share).
+    if let Some(slot) = &caller.1 {
+        slot.set(app.engine.message_quota(&user_id).await);
+    }
+    sent
 }
 
 /// The message `raw_id` and its conversation: for a participant, or for an
@@ -149,7 +154,7 @@ pub(crate) struct ReadMarker {
 
 /// `PUT /messages/{id}/read`: moves the caller's read marker forward to this message;
 /// the other participants get a `read` event.
-#[utoipa::path(put, path = "/messages/{message_id}/read", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "Read marker (moves forward only); others get a `read` event", body = ReadMarker), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/messages/{messageId}/read", tag = "messages", params(("messageId" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "Read marker (moves forward only); others get a `read` event", body = ReadMarker), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn mark_read(
     State(app): State<AppState>,
     caller: Caller,
@@ -184,7 +189,7 @@ pub(crate) async fn mark_read(
 /// `DELETE /messages/{id}`: the sender (or an administrator)
 /// tombstones a message: its content is removed, its place in history kept; everyone
 /// gets a `message_deleted` event.
-#[utoipa::path(delete, path = "/messages/{message_id}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "Tombstoned; participants get `message_deleted`", body = MessageView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "Not the sender nor an admin", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/messages/{messageId}", tag = "messages", params(("messageId" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "Tombstoned; participants get `message_deleted`", body = MessageView), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 403, description = "Not the sender nor an admin", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete(
     State(app): State<AppState>,
     caller: Caller,
@@ -277,7 +282,7 @@ async fn react(
 
 /// `PUT /messages/{id}/reaction/{reaction}`: sets (or replaces) the caller's one
 /// reaction. Reactions: like, love, laugh, wow, sad, angry.
-#[utoipa::path(put, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = ReactionName, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's one reaction, set or replaced", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/messages/{messageId}/reaction/{reaction}", tag = "messages", params(("messageId" = String, Path, description = "Message id (decimal string)"), ("reaction" = String, Path, description = "like, love, laugh, wow, sad, angry, or one emoji (percent-encoded UTF-8, e.g. %F0%9F%91%8D for 👍)")), responses((status = 200, description = "The caller's one reaction, set or replaced", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn put_reaction(
     State(app): State<AppState>,
     caller: Caller,
@@ -287,7 +292,7 @@ pub(crate) async fn put_reaction(
 }
 
 /// `DELETE /messages/{id}/reaction`: removes the caller's reaction.
-#[utoipa::path(delete, path = "/messages/{message_id}/reaction", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/messages/{messageId}/reaction", tag = "messages", params(("messageId" = String, Path, description = "Message id (decimal string)")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete_reaction(
     State(app): State<AppState>,
     caller: Caller,
@@ -298,7 +303,7 @@ pub(crate) async fn delete_reaction(
 
 /// `DELETE /messages/{id}/reaction/{reaction}`: removes the caller's reaction (the
 /// name must be a valid reaction; whichever the caller has is removed).
-#[utoipa::path(delete, path = "/messages/{message_id}/reaction/{reaction}", tag = "messages", params(("message_id" = String, Path, description = "Message id (decimal string)"), ("reaction" = ReactionName, Path, description = "like, love, laugh, wow, sad or angry")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/messages/{messageId}/reaction/{reaction}", tag = "messages", params(("messageId" = String, Path, description = "Message id (decimal string)"), ("reaction" = String, Path, description = "like, love, laugh, wow, sad, angry, or one emoji (percent-encoded UTF-8, e.g. %F0%9F%91%8D for 👍)")), responses((status = 200, description = "The caller's reaction removed", body = ReactionResult), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such message, or not in a conversation of the caller's", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn delete_named_reaction(
     State(app): State<AppState>,
     caller: Caller,
@@ -306,20 +311,6 @@ pub(crate) async fn delete_named_reaction(
 ) -> Result<Json<ReactionResult>, ApiError> {
     validate_reaction(&reaction).map_err(ApiError::Client)?;
     react(app, caller, raw_id, None).await
-}
-
-/// The reactions a message accepts (for the document; the check is
-/// `roomcast_engine::chat::validate_reaction`).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "lowercase")]
-pub(crate) enum ReactionName {
-    Like,
-    Love,
-    Laugh,
-    Wow,
-    Sad,
-    Angry,
 }
 
 /// `isTyping` in the path.
@@ -341,7 +332,7 @@ pub(crate) struct TypingBody {
 /// `PUT /messages/typing/{isTyping}` with `{"conversationId"}`: a `typing_indicator`
 /// event to the other participants. Limited per user like a socket's typing frames
 /// (excess signals are dropped, still answered 200).
-#[utoipa::path(put, path = "/messages/typing/{is_typing}", tag = "messages", request_body = TypingBody, params(("is_typing" = TypingFlag, Path, description = "true or false")), responses((status = 200, description = "Sent to the other participants (`sent: false` when over the typing rate)", body = serde_json::Value), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/messages/typing/{isTyping}", tag = "messages", request_body = TypingBody, params(("isTyping" = TypingFlag, Path, description = "true or false")), responses((status = 200, description = "Sent to the other participants (`sent: false` when over the typing rate)", body = serde_json::Value), (status = 400, description = "Invalid input; `details.field` names the field", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 404, description = "No such conversation, or the caller is not a participant", body = crate::error::ErrorBody), (status = 409, description = "The conversation is closed or snoozed", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable or server shutting down; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn typing(
     State(app): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@
 //! [`roomcast_engine::Engine::send`], the same checks and shard as a socket's message.
 
 pub(crate) mod admin;
+pub(crate) mod budget;
 pub(crate) mod calls;
 pub(crate) mod conversations;
 pub(crate) mod keys;
@@ -35,11 +36,20 @@ use crate::state::AppState;
 /// Largest accepted request body.
 pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The authenticated caller (`Authorization: Bearer <jwt>`).
+/// The authenticated caller (`Authorization: Bearer <jwt>`), who has taken one request
+/// from the route's budget ([`budget`]); the slot carries the quota to the headers.
 #[derive(Debug)]
-pub(crate) struct Caller(pub Principal);
+pub(crate) struct Caller(pub Principal, Option<budget::QuotaSlot>);
 
 impl Caller {
+    /// Reports `quota` in the response's `RateLimit-*` headers instead of the route
+    /// group's (a handler that knows a tighter budget).
+    pub(crate) fn report_quota(&self, quota: roomcast_engine::ratelimit::Quota) {
+        if let Some(slot) = &self.1 {
+            slot.set(quota);
+        }
+    }
+
     pub(crate) fn id(&self) -> &str {
         &self.0.user().user_id
     }
@@ -62,7 +72,63 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        app.authenticate(&parts.headers, None).map(Caller)
+        Caller::extract(parts, app, None).await
+    }
+}
+
+/// A caller whose token may also come as `?token=` (the read routes a browser or a
+/// dashboard opens as a plain URL); the same budget as [`Caller`].
+#[derive(Debug)]
+pub(crate) struct QueryCaller(pub Caller);
+
+#[derive(serde::Deserialize)]
+struct TokenParam {
+    token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for QueryCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = axum::extract::Query::<TokenParam>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.token);
+        Caller::extract(parts, app, token.as_deref())
+            .await
+            .map(QueryCaller)
+    }
+}
+
+impl Caller {
+    /// Authenticates, then takes one request from the route group's budget.
+    async fn extract(
+        parts: &mut Parts,
+        app: &AppState,
+        query_token: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let principal = app.authenticate(&parts.headers, query_token).await?;
+        let slot = parts.extensions.get::<budget::QuotaSlot>().cloned();
+        let group = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .and_then(|p| budget::group_of(&parts.method, p.as_str()));
+        if let Some(group) = group {
+            match app.budgets.take(group, &principal.user().user_id) {
+                Ok(Some(quota)) => {
+                    if let Some(s) = &slot {
+                        s.set(quota);
+                    }
+                }
+                Ok(None) => {}
+                Err(refused) => {
+                    if let Some(s) = &slot {
+                        s.set(refused.quota);
+                    }
+                    return Err(*refused.error);
+                }
+            }
+        }
+        Ok(Caller(principal, slot))
     }
 }
 

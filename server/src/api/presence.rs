@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct OnlineParams {
     /// A conversation of the caller's, or a public room the caller is present in.
@@ -78,7 +79,7 @@ pub(crate) struct UserStatusView {
 }
 
 /// `GET /api/presence/users/{userId}`: online, and when last seen.
-#[utoipa::path(get, path = "/api/presence/users/{user_id}", tag = "presence", params(("user_id" = String, Path, description = "User id: 1-128 printable ASCII")), responses((status = 200, description = "The status (an unrelated or unknown user reads as offline, never seen)", body = UserStatusView), (status = 400, description = "Invalid user id", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/presence/users/{userId}", tag = "presence", params(("userId" = String, Path, description = "User id: 1-128 printable ASCII")), responses((status = 200, description = "The status (an unrelated or unknown user reads as offline, never seen)", body = UserStatusView), (status = 400, description = "Invalid user id", body = crate::error::ErrorBody), (status = 401, description = "Missing, invalid or expired token", body = crate::error::ErrorBody), (status = 503, description = "Storage unavailable; retry", body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn user_status(
     State(app): State<AppState>,
     caller: Caller,

@@ -25,6 +25,14 @@ pub(super) const DEFAULT_PUSH_BACKOFF_MS: u64 = 500;
 pub(super) const DEFAULT_PUSH_TIMEOUT_MS: u64 = 5_000;
 pub(super) const DEFAULT_VIDEO_TOKEN_TTL_SECS: u64 = 600;
 pub(super) const DEFAULT_PREKEY_LOW_THRESHOLD: usize = 10;
+pub(super) const DEFAULT_JWKS_REFRESH_SECS: u64 = 3_600;
+pub(super) const DEFAULT_JWKS_MISS_REFETCH_MS: u64 = 10_000;
+pub(super) const DEFAULT_API_READS_PER_MIN: u32 = 600;
+pub(super) const DEFAULT_API_WRITES_PER_MIN: u32 = 120;
+pub(super) const DEFAULT_API_CALLS_PER_MIN: u32 = 30;
+pub(super) const DEFAULT_API_KEYS_PER_MIN: u32 = 60;
+pub(super) const DEFAULT_API_ADMIN_PER_MIN: u32 = 600;
+pub(super) const DEFAULT_PREKEY_FETCHES_PER_PARTNER_PER_HOUR: u32 = 10;
 pub(super) const DEFAULT_SCYLLA_KEYSPACE: &str = "roomcast";
 pub(super) const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
 pub(super) const DEFAULT_CLUSTER_LEASE_MS: u64 = 6_000;
@@ -60,6 +68,17 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         ("JWT_SECRET", "dev secret in the data dir".to_owned()),
         ("ROOMCAST_JWT_ISSUER", unset()),
         ("ROOMCAST_JWT_AUDIENCE", unset()),
+        ("ROOMCAST_JWKS_URL", unset()),
+        (
+            "ROOMCAST_JWKS_REFRESH_SECS",
+            DEFAULT_JWKS_REFRESH_SECS.to_string(),
+        ),
+        (
+            "ROOMCAST_JWKS_MISS_REFETCH_MS",
+            DEFAULT_JWKS_MISS_REFETCH_MS.to_string(),
+        ),
+        ("ROOMCAST_COGNITO_CLIENT_ID", unset()),
+        ("ROOMCAST_COGNITO_TOKEN_USE", unset()),
         ("RATE_LIMIT_WINDOW_MS", ms(e.rate.window)),
         ("RATE_LIMIT_MAX_MESSAGES", e.rate.max_messages.to_string()),
         (
@@ -69,6 +88,30 @@ pub fn documented_defaults() -> Vec<(&'static str, String)> {
         (
             "ROOMCAST_TYPING_RATE_PER_SEC",
             e.rate.typing_per_sec.to_string(),
+        ),
+        (
+            "ROOMCAST_API_READS_PER_MIN",
+            DEFAULT_API_READS_PER_MIN.to_string(),
+        ),
+        (
+            "ROOMCAST_API_WRITES_PER_MIN",
+            DEFAULT_API_WRITES_PER_MIN.to_string(),
+        ),
+        (
+            "ROOMCAST_API_CALLS_PER_MIN",
+            DEFAULT_API_CALLS_PER_MIN.to_string(),
+        ),
+        (
+            "ROOMCAST_API_KEYS_PER_MIN",
+            DEFAULT_API_KEYS_PER_MIN.to_string(),
+        ),
+        (
+            "ROOMCAST_API_ADMIN_PER_MIN",
+            DEFAULT_API_ADMIN_PER_MIN.to_string(),
+        ),
+        (
+            "ROOMCAST_PREKEY_FETCHES_PER_PARTNER_PER_HOUR",
+            DEFAULT_PREKEY_FETCHES_PER_PARTNER_PER_HOUR.to_string(),
         ),
         ("ENABLE_MODERATION", e.moderation.enabled.to_string()),
         (

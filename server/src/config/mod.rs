@@ -31,6 +31,10 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// The identity provider's keys (`ROOMCAST_JWKS_URL`): RS256 and ES256 tokens.
+    pub jwks: Option<crate::jwks::JwksConfig>,
+    /// Cognito's app-client and `token_use` checks.
+    pub cognito: crate::auth::CognitoChecks,
     /// Largest accepted WebSocket message (after reassembling fragments), bytes.
     pub max_frame_bytes: usize,
     /// How long one socket write may take before the client counts as dead.
@@ -61,12 +65,58 @@ pub struct Config {
     pub video: Option<VideoConfig>,
     /// A user whose one-time pre-keys fall below this many gets `prekeys_low`.
     pub prekey_low_threshold: usize,
+    /// The REST routes' per-user budgets.
+    pub api_budgets: ApiBudgetConfig,
     pub engine: EngineConfig,
     /// The CQL store (ScyllaDB or Cassandra), when `ROOMCAST_SCYLLA_NODES` is set; the
     /// embedded store otherwise.
     pub cql: Option<roomcast_engine::store::cql::CqlConfig>,
     /// Cluster membership over Redis, when `REDIS_URL` is set.
     pub redis: Option<RedisConfig>,
+}
+
+/// The REST routes' per-user budgets (`server/src/api/budget.rs`): requests per minute
+/// of each group of routes, and one-time pre-key fetches per hour per requester and
+/// partner; 0 turns a budget off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiBudgetConfig {
+    pub reads_per_min: u32,
+    pub writes_per_min: u32,
+    pub calls_per_min: u32,
+    pub keys_per_min: u32,
+    pub admin_per_min: u32,
+    pub prekey_fetches_per_partner_per_hour: u32,
+}
+
+impl Default for ApiBudgetConfig {
+    fn default() -> Self {
+        Self {
+            reads_per_min: DEFAULT_API_READS_PER_MIN,
+            writes_per_min: DEFAULT_API_WRITES_PER_MIN,
+            calls_per_min: DEFAULT_API_CALLS_PER_MIN,
+            keys_per_min: DEFAULT_API_KEYS_PER_MIN,
+            admin_per_min: DEFAULT_API_ADMIN_PER_MIN,
+            prekey_fetches_per_partner_per_hour: DEFAULT_PREKEY_FETCHES_PER_PARTNER_PER_HOUR,
+        }
+    }
+}
+
+impl ApiBudgetConfig {
+    fn from_lookup(env: Env<'_>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            reads_per_min: parse(env, "ROOMCAST_API_READS_PER_MIN", d.reads_per_min)?,
+            writes_per_min: parse(env, "ROOMCAST_API_WRITES_PER_MIN", d.writes_per_min)?,
+            calls_per_min: parse(env, "ROOMCAST_API_CALLS_PER_MIN", d.calls_per_min)?,
+            keys_per_min: parse(env, "ROOMCAST_API_KEYS_PER_MIN", d.keys_per_min)?,
+            admin_per_min: parse(env, "ROOMCAST_API_ADMIN_PER_MIN", d.admin_per_min)?,
+            prekey_fetches_per_partner_per_hour: parse(
+                env,
+                "ROOMCAST_PREKEY_FETCHES_PER_PARTNER_PER_HOUR",
+                d.prekey_fetches_per_partner_per_hour,
+            )?,
+        })
+    }
 }
 
 /// A cluster member's Redis settings (`REDIS_URL` and friends).
@@ -622,12 +672,58 @@ impl Config {
         };
         let production = get(env, "NODE_ENV").is_some_and(|v| v.eq_ignore_ascii_case("production"));
         let jwt_secret = get(env, "JWT_SECRET");
-        if production && jwt_secret.is_none() {
+        let jwks = match get(env, "ROOMCAST_JWKS_URL") {
+            None => None,
+            Some(url) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError {
+                        var: "ROOMCAST_JWKS_URL",
+                        problem: "must be an https:// (or http://) URL".into(),
+                    });
+                }
+                Some(crate::jwks::JwksConfig {
+                    url,
+                    refresh: Duration::from_secs(positive(
+                        env,
+                        "ROOMCAST_JWKS_REFRESH_SECS",
+                        DEFAULT_JWKS_REFRESH_SECS,
+                    )?),
+                    miss_refetch: Duration::from_millis(parse(
+                        env,
+                        "ROOMCAST_JWKS_MISS_REFETCH_MS",
+                        DEFAULT_JWKS_MISS_REFETCH_MS,
+                    )?),
+                    timeout: Duration::from_secs(5),
+                })
+            }
+        };
+        // In production the identity provider's keys may be the only way in; a shared
+        // secret is needed only when there are none.
+        if production && jwt_secret.is_none() && jwks.is_none() {
             return Err(ConfigError {
                 var: "JWT_SECRET",
-                problem: "is required when NODE_ENV=production".into(),
+                problem: "is required when NODE_ENV=production (unless ROOMCAST_JWKS_URL is set)"
+                    .into(),
             });
         }
+        let token_use: Vec<String> = get(env, "ROOMCAST_COGNITO_TOKEN_USE")
+            .map(|v| {
+                v.split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = token_use.iter().find(|u| *u != "access" && *u != "id") {
+            return Err(ConfigError {
+                var: "ROOMCAST_COGNITO_TOKEN_USE",
+                problem: format!("expected access, id or both, got {bad:?}"),
+            });
+        }
+        let cognito = crate::auth::CognitoChecks {
+            client_id: get(env, "ROOMCAST_COGNITO_CLIENT_ID"),
+            token_use,
+        };
         if let Some(s) = &jwt_secret
             && s.len() < 16
         {
@@ -654,7 +750,10 @@ impl Config {
                 "ROOMCAST_PREKEY_LOW_THRESHOLD",
                 DEFAULT_PREKEY_LOW_THRESHOLD,
             )?,
+            api_budgets: ApiBudgetConfig::from_lookup(env)?,
             jwt_secret,
+            jwks,
+            cognito,
             jwt_issuer: get(env, "ROOMCAST_JWT_ISSUER"),
             jwt_audience: get(env, "ROOMCAST_JWT_AUDIENCE"),
             max_frame_bytes: positive(env, "ROOMCAST_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES)?,

@@ -26,6 +26,7 @@ use crate::state::AppState;
 pub(crate) const DEFAULT_ROOM: &str = "lobby";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WsQuery {
     /// The JWT (or send `Authorization: Bearer`).
     token: Option<String>,
@@ -106,7 +107,9 @@ async fn admit(
             message: e.body_text(),
         }
     })?;
-    let principal = app.authenticate(req.headers(), query.token.as_deref())?;
+    let principal = app
+        .authenticate(req.headers(), query.token.as_deref())
+        .await?;
     let initial = if echo {
         None
     } else {

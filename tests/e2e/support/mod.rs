@@ -72,6 +72,18 @@ impl Server {
             .env("RUST_LOG", "info")
             .env("ROOMCAST_CONNECT_RATE_PER_IP", "10000")
             .env("RATE_LIMIT_MAX_MESSAGES", "100000")
+            // Tests drive the REST API hard; tests/e2e/limits.rs sets the budgets it checks.
+            .envs(
+                [
+                    "ROOMCAST_API_READS_PER_MIN",
+                    "ROOMCAST_API_WRITES_PER_MIN",
+                    "ROOMCAST_API_CALLS_PER_MIN",
+                    "ROOMCAST_API_KEYS_PER_MIN",
+                    "ROOMCAST_API_ADMIN_PER_MIN",
+                    "ROOMCAST_PREKEY_FETCHES_PER_PARTNER_PER_HOUR",
+                ]
+                .map(|k| (k, "1000000")),
+            )
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
