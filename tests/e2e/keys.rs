@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::support::Server;
 
 /// A Curve25519 public key as libsignal serialises it (0x05 + 32 bytes).
-fn public_key(seed: u8) -> String {
+pub(crate) fn public_key(seed: u8) -> String {
     let mut k = vec![0x05];
     k.extend((0..32).map(|i| seed.wrapping_add(i)));
     b64(&k)

@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use crate::keys::public_key;
 use crate::support::{Resp, Server};
 
 /// The `RateLimit-*` headers as numbers: (limit, remaining, reset seconds).
@@ -133,13 +134,6 @@ async fn every_rest_group_has_its_own_budget_told_in_headers_and_refused_with_42
         .await;
     s.wait_metric("roomcast_rate_limited_total", "limit=\"messages\"", 1.0)
         .await;
-}
-
-/// A Curve25519 public key as libsignal serialises it (0x05 + 32 bytes).
-fn public_key(seed: u8) -> String {
-    let mut k = vec![0x05];
-    k.extend((0..32).map(|i| seed.wrapping_add(i)));
-    roomcast_engine::keys::encode_base64(&k)
 }
 
 #[tokio::test]

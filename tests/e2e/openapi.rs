@@ -32,6 +32,36 @@ fn find_tool(env: &str, venv: &str, name: &str) -> Option<PathBuf> {
 }
 
 #[tokio::test]
+async fn openapi_spec_validator_accepts_the_served_document_and_refuses_a_broken_one() {
+    use crate::support::tools::{run, tool};
+    let s = Server::start(&[]).await;
+    let (status, body) = s.get("/api/chats/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = dir.path().join("openapi.json");
+    std::fs::write(&served, &body).expect("write");
+    let validator = tool("openapi-spec-validator");
+    let out = run(std::process::Command::new(&validator).arg(&served));
+    assert!(out.contains("OK"), "{out}");
+    // The check can fail: a path parameter its template does not name is an error.
+    let mut doc: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let op = &mut doc["paths"]["/conversations"]["get"];
+    let params = op["parameters"].as_array_mut().expect("parameters");
+    params.push(serde_json::json!({"name": "ghost", "in": "path", "required": true, "schema": {"type": "string"}}));
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, doc.to_string()).expect("write");
+    let out = std::process::Command::new(&validator)
+        .arg(&broken)
+        .output()
+        .expect("run the validator");
+    assert!(
+        !out.status.success(),
+        "a broken document passed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
 async fn the_document_is_openapi_3_1_with_every_route() {
     let s = Server::start(&[]).await;
     let doc = s.get_json("/api/chats/openapi.json", None).await;
