@@ -88,6 +88,17 @@ fn checks(c: &mut Criterion) {
             limits.check_message(&users[i]).is_ok()
         })
     });
+    // The REST routes' per-user budget (governor GCRA telling what is left, for the
+    // RateLimit-* headers): one check per authenticated request.
+    let budget =
+        roomcast_engine::ratelimit::Budget::new(u32::MAX, std::time::Duration::from_secs(60));
+    c.bench_function("rate_limit_rest_budget_10k_users", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) % users.len();
+            budget.check(&users[i]).is_ok()
+        })
+    });
     let moderator = roomcast_engine::moderation::Moderator::new(
         roomcast_engine::moderation::ModerationConfig {
             enabled: true,
