@@ -151,7 +151,7 @@ pub struct CognitoChecks {
 /// Checks tokens.
 pub struct Verifier {
     /// HS256 with the shared secret, when one is configured.
-    hs: Option<DecodingKey>,
+    hs: Option<Arc<DecodingKey>>,
     /// RS256 and ES256 against the provider's keys.
     jwks: Option<Arc<Jwks>>,
     /// One validation per accepted algorithm (each pins `algorithms` to its own).
@@ -213,7 +213,7 @@ impl Verifier {
         cognito: CognitoChecks,
     ) -> Self {
         Self {
-            hs: secret.map(DecodingKey::from_secret),
+            hs: secret.map(|s| Arc::new(DecodingKey::from_secret(s))),
             jwks,
             hs256: validation(Algorithm::HS256, issuer, audience),
             rs256: validation(Algorithm::RS256, issuer, audience),
@@ -225,7 +225,7 @@ impl Verifier {
     /// The key and validation for a token's header: HS256 with the secret, RS256 or
     /// ES256 with the provider's key of that id (fetched again on a miss, at a bounded
     /// rate) when the key's own algorithm is the token's.
-    async fn key_for(&self, token: &str) -> Result<(DecodingKey, &Validation), AuthError> {
+    async fn key_for(&self, token: &str) -> Result<(Arc<DecodingKey>, &Validation), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
                 AuthError::Algorithm

@@ -37,7 +37,8 @@ pub struct JwksConfig {
 /// A key and the one algorithm it verifies.
 #[derive(Clone)]
 pub(crate) struct PinnedKey {
-    pub(crate) key: DecodingKey,
+    /// Shared: a verify takes a reference count, not a copy of the key.
+    pub(crate) key: Arc<DecodingKey>,
     pub(crate) alg: Algorithm,
 }
 
@@ -88,7 +89,13 @@ fn usable(set: &JwkSet) -> HashMap<String, PinnedKey> {
             let kid = jwk.common.key_id.clone()?;
             let alg = pinned_alg(jwk)?;
             let key = DecodingKey::from_jwk(jwk).ok()?;
-            Some((kid, PinnedKey { key, alg }))
+            Some((
+                kid,
+                PinnedKey {
+                    key: Arc::new(key),
+                    alg,
+                },
+            ))
         })
         .collect()
 }

@@ -274,32 +274,33 @@ impl Server {
     /// Waits until a metric reaches `value` (metrics are recorded after the event a
     /// test observes, e.g. after a webhook's response is read).
     pub async fn wait_metric(&self, name: &str, filter: &str, value: f64) {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let v = self.metric(name, filter).await;
-            if v == value {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}{{{filter}}} stayed at {v}, expected {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_metric_until(name, filter, |v| v == value, &format!("{value}"))
+            .await;
     }
 
     /// Waits until a metric reaches at least `value` (for counts that other sessions,
     /// closing at their own pace, may add to).
     pub async fn wait_metric_at_least(&self, name: &str, filter: &str, value: f64) {
+        self.wait_metric_until(name, filter, |v| v >= value, &format!("at least {value}"))
+            .await;
+    }
+
+    async fn wait_metric_until(
+        &self,
+        name: &str,
+        filter: &str,
+        done: impl Fn(f64) -> bool,
+        want: &str,
+    ) {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             let v = self.metric(name, filter).await;
-            if v >= value {
+            if done(v) {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{name}{{{filter}}} stayed at {v}, expected at least {value}"
+                "{name}{{{filter}}} stayed at {v}, expected {want}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
